@@ -1,0 +1,41 @@
+# weir — see README.md. Every target works on a fresh machine with Go installed
+# (`make proto` also needs protoc: apt-get install protobuf-compiler).
+
+GO      ?= go
+BIN     ?= bin/weir
+ARGS    ?=
+PKGS    ?= ./...
+BENCH   ?= .
+
+.PHONY: build run test proto bench lint clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/weir
+
+# A standalone node: embedded etcd, gRPC on 127.0.0.1:6570, data in ./data.
+run: build
+	./$(BIN) server $(ARGS)
+
+test:
+	$(GO) test -race -timeout 25m $(PKGS)
+
+# Regenerates api/hstreampb from api/proto/hstream.proto with the plugin
+# versions pinned in go.mod's tool block.
+proto:
+	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler"; exit 1; }
+	GOBIN=$(CURDIR)/bin $(GO) install tool
+	PATH=$(CURDIR)/bin:$$PATH protoc -I api/proto \
+		--go_out=api/hstreampb --go_opt=paths=source_relative \
+		--go-grpc_out=api/hstreampb --go-grpc_opt=paths=source_relative \
+		api/proto/hstream.proto
+
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin
