@@ -1,0 +1,278 @@
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// A key is one leaf of Config. The table of keys is built once, by
+// reflection over the yaml tags, and is the only place the YAML path, the
+// env var and the flag of a field are related.
+type key struct {
+	path  string       // YAML path: "store.group-commit.max-bytes"
+	env   string       // WEIR_STORE_GROUP_COMMIT_MAX_BYTES
+	flag  string       // store-group-commit-max-bytes
+	doc   string       // the field's doc tag, ending "(default …)"
+	index []int        // reflect.Value.FieldByIndex from Config
+	typ   reflect.Type // the field's type
+}
+
+const envPrefix = "WEIR_"
+
+// envReserved are WEIR_* variables that are not config keys but not typos
+// either: the command reads them itself.
+var envReserved = map[string]bool{"WEIR_CONFIG": true}
+
+var (
+	keys      = buildKeys()
+	keyByPath = index(keys, func(k *key) string { return k.path })
+	keyByEnv  = index(keys, func(k *key) string { return k.env })
+	_         = index(keys, func(k *key) string { return k.flag }) // panics on a clash
+)
+
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	byteSizeType = reflect.TypeFor[ByteSize]()
+)
+
+func buildKeys() []*key {
+	var ks []*key
+	var walk func(t reflect.Type, prefix string, index []int)
+	walk = func(t reflect.Type, prefix string, index []int) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				panic("conf: field " + f.Name + " has no yaml name")
+			}
+			path := prefix + name
+			idx := append(append([]int(nil), index...), i)
+			if f.Type.Kind() == reflect.Struct {
+				walk(f.Type, path+".", idx)
+				continue
+			}
+			doc := f.Tag.Get("doc")
+			if doc == "" {
+				panic("conf: key " + path + " has no doc tag")
+			}
+			ks = append(ks, &key{
+				path:  path,
+				env:   envPrefix + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(path)),
+				flag:  strings.ReplaceAll(path, ".", "-"),
+				doc:   doc,
+				index: idx,
+				typ:   f.Type,
+			})
+		}
+	}
+	walk(reflect.TypeFor[Config](), "", nil)
+	return ks
+}
+
+func index(ks []*key, name func(*key) string) map[string]*key {
+	m := make(map[string]*key, len(ks))
+	for _, k := range ks {
+		n := name(k)
+		if m[n] != nil {
+			panic("conf: keys " + m[n].path + " and " + k.path + " share the name " + n)
+		}
+		m[n] = k
+	}
+	return m
+}
+
+// field returns k's field in c, settable.
+func (k *key) field(c *Config) reflect.Value {
+	return reflect.ValueOf(c).Elem().FieldByIndex(k.index)
+}
+
+func (k *key) isList() bool { return k.typ.Kind() == reflect.Slice }
+
+// parse parses text, as found in an env var or flag, into a value of k's
+// type. Lists are comma-separated; blank items are dropped.
+func (k *key) parse(text string) (reflect.Value, error) {
+	if k.isList() {
+		var items []string
+		for _, it := range strings.Split(text, ",") {
+			if it = strings.TrimSpace(it); it != "" {
+				items = append(items, it)
+			}
+		}
+		return k.list(items), nil
+	}
+	v := reflect.New(k.typ).Elem()
+	switch {
+	case k.typ == durationType:
+		d, err := time.ParseDuration(strings.TrimSpace(text))
+		if err != nil {
+			return v, fmt.Errorf("invalid duration %q (want Go syntax like 500ms, 10s, 168h)", text)
+		}
+		v.SetInt(int64(d))
+	case k.typ == byteSizeType:
+		b, err := ParseByteSize(text)
+		if err != nil {
+			return v, err
+		}
+		v.SetInt(int64(b))
+	default:
+		switch k.typ.Kind() {
+		case reflect.String:
+			v.SetString(text)
+		case reflect.Bool:
+			b, err := strconv.ParseBool(strings.TrimSpace(text))
+			if err != nil {
+				return v, fmt.Errorf("invalid boolean %q (want true or false)", text)
+			}
+			v.SetBool(b)
+		case reflect.Uint32, reflect.Uint64:
+			n, err := strconv.ParseUint(strings.TrimSpace(text), 10, k.typ.Bits())
+			if err != nil {
+				return v, numError(text, err)
+			}
+			v.SetUint(n)
+		case reflect.Int:
+			n, err := strconv.ParseInt(strings.TrimSpace(text), 10, k.typ.Bits())
+			if err != nil {
+				return v, numError(text, err)
+			}
+			v.SetInt(n)
+		default:
+			panic("conf: key " + k.path + " has unsupported type " + k.typ.String())
+		}
+	}
+	return v, nil
+}
+
+func numError(text string, err error) error {
+	if errors.Is(err, strconv.ErrRange) {
+		return fmt.Errorf("%q is out of range", text)
+	}
+	return fmt.Errorf("invalid number %q (want a whole number)", text)
+}
+
+// list returns items as a value of k's (slice) type, nil when empty so an
+// empty list compares equal to an absent one.
+func (k *key) list(items []string) reflect.Value {
+	v := reflect.New(k.typ).Elem()
+	if len(items) > 0 {
+		v.Set(reflect.ValueOf(items))
+	}
+	return v
+}
+
+// decode parses a YAML value node into a value of k's type. A null means
+// zero or empty; lists must be sequences; everything else a scalar, parsed
+// like env and flag text.
+func (k *key) decode(n *yaml.Node) (reflect.Value, error) {
+	if isNull(n) {
+		return reflect.New(k.typ).Elem(), nil
+	}
+	if k.isList() {
+		if n.Kind != yaml.SequenceNode {
+			return reflect.Value{}, errors.New("must be a list (a YAML sequence)")
+		}
+		var items []string
+		for _, it := range n.Content {
+			it = resolve(it)
+			if it.Kind != yaml.ScalarNode || isNull(it) {
+				return reflect.Value{}, fmt.Errorf("line %d: list items must be strings", it.Line)
+			}
+			items = append(items, it.Value)
+		}
+		return k.list(items), nil
+	}
+	if n.Kind != yaml.ScalarNode {
+		return reflect.Value{}, errors.New("must be a single value, not a list or mapping")
+	}
+	return k.parse(n.Value)
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// format prints v, a value of k's type, the way YAML, env and flags take it.
+func (k *key) format(v reflect.Value) string {
+	switch {
+	case k.isList():
+		return strings.Join(v.Interface().([]string), ",")
+	case k.typ == durationType:
+		return formatDuration(time.Duration(v.Int()))
+	case k.typ == byteSizeType:
+		return ByteSize(v.Int()).String()
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// formatDuration is Duration.String without the zero tails: "168h", not
+// "168h0m0s".
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// suggest returns " (did you mean X?)" for the candidate closest to name
+// by edit distance, if close enough to be a typo, or else for the one
+// candidate that ends with suffix (a key put at the wrong level:
+// ".max-bytes" finds "store.group-commit.max-bytes"); "" if neither.
+func suggest(name string, candidates []string, suffix string) string {
+	best, bestDist := "", 3 // more than 2 edits is not a typo
+	for _, c := range candidates {
+		if d := editDistance(strings.ToLower(name), strings.ToLower(c)); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	if best == "" {
+		for _, c := range candidates {
+			if strings.HasSuffix(c, suffix) && c != name && c != best {
+				if best != "" {
+					return "" // ambiguous
+				}
+				best = c
+			}
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return " (did you mean " + best + "?)"
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

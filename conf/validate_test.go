@@ -1,0 +1,149 @@
+package conf
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestHostPort(t *testing.T) {
+	for _, tc := range []struct {
+		addr    string
+		wantErr string // "" = valid
+	}{
+		{"127.0.0.1:7000", ""},
+		{"127.0.0.1:0", ""}, // port 0: pick one
+		{"localhost:1883", ""},
+		{"node-1.example.com:7000", ""},
+		{"[::1]:7000", ""},
+		{"[fe80::1%eth0]:7000", ""},
+		{"0.0.0.0:7000", ""},
+		{":7000", ""},
+		{"x:y", `"x:y" is not host:port (port must be a number from 0 to 65535)`},
+		{"127.0.0.1", `"127.0.0.1" is not host:port (missing port in address)`},
+		{"127.0.0.1:65536", "port must be a number"},
+		{"127.0.0.1:-1", "port must be a number"},
+		{"127.0.0.1:http", "port must be a number"},
+		{"::1:7000", "too many colons"},
+		{"a b:7000", `host "a b" is not a host name or IP`},
+		{"http://h:1", "is not host:port"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			c := Default()
+			c.MQTT.Listen = tc.addr
+			err := c.Validate()
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			var ke *KeyError
+			require.ErrorAs(t, err, &ke)
+			assert.Equal(t, "mqtt.listen", ke.Key)
+			assert.Contains(t, err.Error(), tc.wantErr)
+		})
+	}
+}
+
+// keysOf returns the keys the problems in err name.
+func keysOf(t *testing.T, err error) []string {
+	t.Helper()
+	var p Problems
+	require.True(t, errors.As(err, &p), "want Problems, got %T: %v", err, err)
+	var ks []string
+	for _, e := range p {
+		ks = append(ks, e.Key)
+	}
+	return ks
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(keyFile, []byte("k"), 0o600))
+
+	for _, tc := range []struct {
+		name     string
+		mutate   func(c *Config)
+		wantKeys []string // nil = valid
+		wantMsg  string
+	}{
+		{name: "defaults", mutate: func(c *Config) {}},
+		{name: "disabled mqtt and http, forever backlog", mutate: func(c *Config) {
+			c.MQTT.Listen, c.HTTP.Listen, c.Stream.BacklogDuration = "", "", 0
+		}},
+		{name: "all interfaces with advertise", mutate: func(c *Config) {
+			c.GRPC = GRPC{Listen: "0.0.0.0:6570", Advertise: "node1.example.com:6570"}
+		}},
+		{name: "all interfaces without advertise", mutate: func(c *Config) { c.GRPC.Listen = ":6570" },
+			wantKeys: []string{"grpc.advertise"}, wantMsg: "grpc.advertise: must be set when grpc.listen"},
+		{name: "unspecified advertise", mutate: func(c *Config) { c.GRPC = GRPC{Listen: "[::]:6570", Advertise: "[::]:6570"} },
+			wantKeys: []string{"grpc.advertise"}, wantMsg: "no host clients can dial"},
+		{name: "port clash", mutate: func(c *Config) { c.HTTP.Listen = "0.0.0.0:6570" },
+			wantKeys: []string{"http.listen"}, wantMsg: `http.listen: "0.0.0.0:6570" is also grpc.listen ("127.0.0.1:6570")`},
+		{name: "port 0 twice is no clash", mutate: func(c *Config) {
+			c.GRPC.Listen, c.MQTT.Listen, c.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+			c.Etcd.Embedded.ClientListen, c.Etcd.Embedded.PeerListen = "127.0.0.1:0", "127.0.0.1:0"
+		}},
+		{name: "external etcd ignores embedded settings", mutate: func(c *Config) {
+			c.Etcd.Endpoints = []string{"10.0.0.1:2379", "https://etcd.example.com:2379", "unix:///run/etcd.sock"}
+			c.Etcd.Embedded.ClientListen = "bad"
+		}},
+		{name: "bad endpoints", mutate: func(c *Config) { c.Etcd.Endpoints = []string{"ok:2379", "nope", "ftp://h:1", "http://"} },
+			wantKeys: []string{"etcd.endpoints", "etcd.endpoints", "etcd.endpoints"}, wantMsg: "etcd.endpoints: item 1:"},
+		{name: "etcd prefix and times", mutate: func(c *Config) {
+			c.Etcd.Prefix, c.Etcd.DialTimeout, c.Etcd.LeaseTTL = "weir", 0, 2500*time.Millisecond
+		}, wantKeys: []string{"etcd.prefix", "etcd.dial-timeout", "etcd.lease-ttl"}, wantMsg: "must be whole seconds"},
+		{name: "short lease", mutate: func(c *Config) { c.Etcd.LeaseTTL = time.Second },
+			wantKeys: []string{"etcd.lease-ttl"}, wantMsg: "at least 2s, not 1s"},
+		{name: "tls paths", mutate: func(c *Config) {
+			c.EnableTLS, c.TLSKeyPath, c.TLSCAPath = true, keyFile, filepath.Join(dir, "missing.pem")
+		}, wantKeys: []string{"tls-cert-path", "tls-ca-path"}, wantMsg: "no such file"},
+		{name: "tls paths unchecked when disabled", mutate: func(c *Config) { c.TLSCertPath = "/nonexistent" }},
+		{name: "tls path is a dir", mutate: func(c *Config) { c.EnableTLS, c.TLSKeyPath, c.TLSCertPath = true, dir, keyFile },
+			wantKeys: []string{"tls-key-path"}, wantMsg: "is a directory"},
+		{name: "backlog", mutate: func(c *Config) { c.Stream.BacklogDuration = 1500 * time.Millisecond },
+			wantKeys: []string{"stream.backlog-duration"}, wantMsg: "whole seconds"},
+		{name: "batch smaller than record", mutate: func(c *Config) { c.Store.MaxRecordSize = 16 * MiB },
+			wantKeys: []string{"store.max-batch-size"}, wantMsg: "8MiB is less than store.max-record-size (16MiB)"},
+		{name: "batch too big", mutate: func(c *Config) { c.Store.MaxBatchSize = 2 * GiB },
+			wantKeys: []string{"store.max-batch-size"}, wantMsg: "2GiB is more than the limit of 1GiB"},
+		{name: "max-wait", mutate: func(c *Config) { c.Store.GroupCommit.MaxWait = 100 * time.Millisecond },
+			wantKeys: []string{"store.group-commit.max-wait"}, wantMsg: "under 100ms, not 100ms"},
+		{name: "zero values that cannot be meant", mutate: func(c *Config) { *c = Config{} },
+			wantKeys: []string{
+				"node-id", "data-dir", "grpc.listen", "etcd.embedded.client-listen", "etcd.embedded.peer-listen",
+				"etcd.prefix", "etcd.dial-timeout", "etcd.lease-ttl", "stream.replication-factor", "stream.shard-count",
+				"store.max-record-size", "store.max-batch-size", "store.group-commit.max-bytes",
+				"store.retention-check-interval", "store.max-inflight-appends", "log.level", "log.format",
+			}},
+		{name: "many at once", mutate: func(c *Config) {
+			c.NodeID = 0
+			c.GRPC.Listen = "x:y"
+			c.MQTT.Listen = "nope"
+			c.Store.MaxRecordSize = -1
+			c.Store.MaxInflightAppends = 0
+			c.Log.Format = "xml"
+		}, wantKeys: []string{"node-id", "grpc.listen", "mqtt.listen", "store.max-record-size", "store.max-inflight-appends", "log.format"},
+			wantMsg: `grpc.listen: "x:y" is not host:port`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			tc.mutate(c)
+			err := c.Validate()
+			if tc.wantKeys == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, ErrInvalid)
+			assert.Equal(t, tc.wantKeys, keysOf(t, err), "%v", err)
+			assert.Contains(t, err.Error(), tc.wantMsg)
+		})
+	}
+}
