@@ -27,7 +27,11 @@ const envPrefix = "WEIR_"
 
 // envReserved are WEIR_* variables that are not config keys but not typos
 // either: the command reads them itself.
-var envReserved = map[string]bool{"WEIR_CONFIG": true}
+var envReserved = map[string]bool{
+	"WEIR_CONFIG":   true,
+	"WEIR_ADDR":     true, // the client commands' server address
+	"WEIR_TEST_LOG": true, // the test harness's log level
+}
 
 var (
 	keys      = buildKeys()

@@ -1,0 +1,115 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/weir-log/weir/api/hstreampb"
+)
+
+// CreateStream creates a stream and returns it as the server recorded it
+// (with its creation time). Defaults: 1 shard, replication factor 1, 7 days
+// of backlog; see ShardCount, ReplicationFactor and BacklogDuration.
+func (c *Client) CreateStream(ctx context.Context, name string, opts ...StreamOpt) (*hstreampb.Stream, error) {
+	cfg := defaultStreamConfig()
+	for _, o := range opts {
+		o.applyStream(&cfg)
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%w: CreateStream: empty stream name", ErrInvalidArgument)
+	}
+	shards, ok := positiveUint32(cfg.shardCount)
+	if !ok {
+		return nil, fmt.Errorf("%w: CreateStream %q: ShardCount(%d): want 1..%d", ErrInvalidArgument, name, cfg.shardCount, uint32(math.MaxUint32))
+	}
+	rf, ok := positiveUint32(cfg.replicationFactor)
+	if !ok {
+		return nil, fmt.Errorf("%w: CreateStream %q: ReplicationFactor(%d): want 1..%d", ErrInvalidArgument, name, cfg.replicationFactor, uint32(math.MaxUint32))
+	}
+	backlog, err := backlogSeconds(cfg.backlog)
+	if err != nil {
+		return nil, fmt.Errorf("%w: CreateStream %q: %v", ErrInvalidArgument, name, err)
+	}
+	return c.api.CreateStream(ctx, &hstreampb.Stream{
+		StreamName:        name,
+		ReplicationFactor: rf,
+		BacklogDuration:   backlog,
+		ShardCount:        shards,
+	})
+}
+
+// positiveUint32 converts n if it is in 1..2^32-1.
+func positiveUint32(n int) (uint32, bool) {
+	if n < 1 || uint64(n) > math.MaxUint32 {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// backlogSeconds converts a BacklogDuration to the wire's whole seconds.
+func backlogSeconds(d time.Duration) (uint32, error) {
+	switch {
+	case d < 0:
+		return 0, fmt.Errorf("BacklogDuration(%s): negative", d)
+	case d%time.Second != 0:
+		return 0, fmt.Errorf("BacklogDuration(%s): not a whole number of seconds", d)
+	case d/time.Second > math.MaxUint32:
+		return 0, fmt.Errorf("BacklogDuration(%s): above %d seconds", d, uint32(math.MaxUint32))
+	}
+	return uint32(d / time.Second), nil
+}
+
+// GetStream returns the named stream; a missing stream is codes.NotFound.
+func (c *Client) GetStream(ctx context.Context, name string) (*hstreampb.Stream, error) {
+	resp, err := c.api.GetStream(ctx, &hstreampb.GetStreamRequest{Name: name})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetStream() == nil {
+		return nil, fmt.Errorf("%w: GetStream %q: response has no stream", ErrBadResponse, name)
+	}
+	return resp.GetStream(), nil
+}
+
+// ListStreams returns every stream whose name starts with prefix; "" lists
+// all streams (ListStreams RPC), anything else uses ListStreamsWithPrefix.
+func (c *Client) ListStreams(ctx context.Context, prefix string) ([]*hstreampb.Stream, error) {
+	var (
+		resp *hstreampb.ListStreamsResponse
+		err  error
+	)
+	if prefix == "" {
+		resp, err = c.api.ListStreams(ctx, &hstreampb.ListStreamsRequest{})
+	} else {
+		resp, err = c.api.ListStreamsWithPrefix(ctx, &hstreampb.ListStreamsWithPrefixRequest{Prefix: prefix})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetStreams(), nil
+}
+
+// DeleteStream deletes a stream. force is needed when the stream has
+// subscriptions (else codes.FailedPrecondition); with ignoreNonExist a missing
+// stream is not an error.
+func (c *Client) DeleteStream(ctx context.Context, name string, force, ignoreNonExist bool) error {
+	c.forgetShards(name)
+	_, err := c.api.DeleteStream(ctx, &hstreampb.DeleteStreamRequest{
+		StreamName:     name,
+		IgnoreNonExist: ignoreNonExist,
+		Force:          force,
+	})
+	return err
+}
+
+// ListShards returns the shards of a stream, each with its inclusive hash
+// range as base-10 text.
+func (c *Client) ListShards(ctx context.Context, stream string) ([]*hstreampb.Shard, error) {
+	resp, err := c.api.ListShards(ctx, &hstreampb.ListShardsRequest{StreamName: stream})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetShards(), nil
+}

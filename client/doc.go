@@ -1,0 +1,48 @@
+// Package client is weir's Go client. It speaks HStreamDB's HStreamApi over
+// gRPC, so it works against weir and against HStreamDB itself.
+//
+// A Client holds one connection to one server (plaintext HTTP/2 for now):
+//
+//	Dial ──► admin:   CreateStream, GetStream, ListStreams, DeleteStream, ListShards
+//	     ──► produce: Append
+//	     ──► read:    ReadStream, ReadShardStream, shard readers (CreateShardReader, ReadShard, …)
+//	     ──► API():   every other RPC, raw
+//
+// # Producing
+//
+// Append routes each record by its partition key: the MD5 of the key, read as
+// a 128-bit big-endian number, falls in exactly one shard's hash range. The
+// client fetches a stream's shards once (ListShards), caches them, and sends
+// one AppendRequest per shard, each carrying one BatchedRecord (optionally
+// gzip or zstd compressed). The ids come back in the order of the records.
+//
+// # Reading
+//
+// ReadStream and ReadShardStream read between two offsets (Earliest, Latest,
+// AtTime; ShardEarliest, ShardLatest, ShardAtRecord, ShardAtTime) and call a
+// function per record; without an end offset they follow the stream until
+// the context is done. DecodeReceived unpacks a raw ReceivedRecord for
+// callers using API() directly.
+//
+// # Errors
+//
+// Server errors are gRPC status errors, returned as received: use
+// status.Code(err), and ErrorCode(err) for HStreamDB's finer error code.
+// Errors the client finds itself wrap ErrInvalidArgument, ErrBadResponse or
+// ErrDataContaminated.
+//
+// # Example
+//
+//	c, err := client.Dial(ctx, "127.0.0.1:6570")
+//	if err != nil { … }
+//	defer c.Close()
+//	if _, err := c.CreateStream(ctx, "sensors", client.ShardCount(4)); err != nil { … }
+//	ids, err := c.Append(ctx, "sensors", []client.Record{
+//		{Key: "device-1", Payload: []byte(`{"t": 21.5}`)},
+//	}, client.Compression(hstreampb.CompressionType_Zstd))
+//	err = c.ReadStream(ctx, "sensors", client.Earliest(), client.Latest(), 0,
+//		func(r client.ReceivedRecord) error {
+//			fmt.Println(wire.FormatRecordID(r.ID), r.Key, string(r.Payload))
+//			return nil
+//		})
+package client
