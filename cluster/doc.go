@@ -1,0 +1,36 @@
+// Package cluster owns a node's share of weir: its registration in etcd, the
+// metadata catalog (streams, shards, shard readers), and the raft group of
+// every shard the node hosts.
+//
+// A shard is a raft group (go.etcd.io/raft/v3) whose log is the data: one
+// entry holds one BatchedRecord as the producer sent it, behind a small
+// header (see entry.go), and a record's id is {shard, raft index, position in
+// the batch}. Standalone weir is the same code with one voter per group, so
+// there is a single write path.
+//
+// The path of an append through this package:
+//
+//	Shard.Append ──► engine.propc (bounded: backpressure)
+//	                    │  the loop takes every queued append (group commit)
+//	                    ▼
+//	             RawNode.Propose, stamped with append time + proposal id
+//	                    │
+//	                    ▼
+//	             Ready of ALL groups ──► one store.Batch, one sync
+//	                    │
+//	                    ▼
+//	             committed entries applied: the proposer wakes with its
+//	             index, Shard.Committed advances and readers wake
+//
+// Reads never go through raft: Shard.Read scans committed entries straight
+// from the store. Retention and trims are log compaction (a range delete).
+//
+// Metadata lives in etcd (catalog.go lists the keys); the node caches it for
+// the append and read paths. A node registers under a lease at nodes/<id>
+// and keeps the lease id in its data directory, so a node restarted after a
+// crash can take its registration back at once, while a second live node
+// with the same id is refused.
+//
+// Lock order: Node has no lock of its own; engine.mu, then Shard.mu;
+// catalog.mu is never held while calling out.
+package cluster

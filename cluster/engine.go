@@ -1,0 +1,533 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weir-log/weir/store"
+)
+
+// The engine drives the raft groups of every shard this node hosts from one
+// goroutine, the loop. Each round of the loop:
+//
+//  1. takes the appends queued since the last round (up to maxRoundBytes,
+//     waiting up to maxWait for more) and proposes them, stamping each with
+//     its append time and a proposal id;
+//  2. collects the Ready of every group that has one and writes all their
+//     entries, hard states and configuration states in ONE store batch with
+//     ONE sync (none when no group needs one: a commit-index-only change);
+//  3. sends messages (a later issue: peers; standalone has none);
+//  4. applies committed entries: a record entry wakes the proposer waiting
+//     for it, and the group's readable (committed) index advances;
+//  5. calls Advance on each group.
+//
+// Appends that arrive while a round syncs wait in propc and go into the next
+// round together, so one sync carries every append that arrived during the
+// previous one: throughput grows with concurrency while the sync rate stays
+// bounded by the disk (group commit). propc is bounded, which is the
+// backpressure: Append blocks when it is full.
+//
+// Rejected: a goroutine and a sync per shard (syncs grow with shards, not with
+// the disk's ability); raft's AsyncStorageWrites (more moving parts for a
+// pipeline this loop already gets by queueing during the sync); acking before
+// the sync (breaks the durability contract).
+//
+// Configuration changes in committed entries are applied before the batch is
+// written, so a group's ConfState and its commit index are persisted
+// atomically; that is what lets a restarted group start with Applied set to
+// its persisted commit index instead of re-reading its whole log.
+type engine struct {
+	nodeID        uint64
+	db            *store.DB
+	log           *slog.Logger
+	tick          time.Duration
+	maxWait       time.Duration
+	maxRoundBytes int
+
+	propc chan *proposal
+	ctlc  chan func()
+	stopc chan struct{}
+	donec chan struct{}
+
+	mu     sync.RWMutex
+	groups map[uint64]*Shard // guarded by mu; changed only by the loop goroutine
+	failed error             // guarded by mu; set once when a store write fails
+
+	// Owned by the loop goroutine.
+	waiting map[uint64]*proposal // by proposal id
+	parked  []*proposal          // for groups with no leader yet
+	nextID  uint64
+}
+
+// noLeaderWait bounds how long an append waits for its shard to have a
+// leader before it fails with ErrNoLeader (which clients retry).
+const noLeaderWait = 3 * time.Second
+
+type proposal struct {
+	shard    *Shard
+	data     []byte
+	id       uint64
+	parkedAt time.Time           // when it was first held for want of a leader
+	done     chan proposalResult // buffered: the loop never blocks on it
+}
+
+type proposalResult struct {
+	index    uint64
+	appendMs int64
+	err      error
+}
+
+func newEngine(nodeID uint64, db *store.DB, log *slog.Logger, tick, maxWait time.Duration, maxRoundBytes, maxInflight int) *engine {
+	return &engine{
+		nodeID:        nodeID,
+		db:            db,
+		log:           log,
+		tick:          tick,
+		maxWait:       maxWait,
+		maxRoundBytes: maxRoundBytes,
+		propc:         make(chan *proposal, maxInflight),
+		ctlc:          make(chan func()),
+		stopc:         make(chan struct{}),
+		donec:         make(chan struct{}),
+		groups:        make(map[uint64]*Shard),
+		waiting:       make(map[uint64]*proposal),
+	}
+}
+
+// do runs f on the loop goroutine and waits for it.
+func (e *engine) do(f func() error) error {
+	errc := make(chan error, 1)
+	select {
+	case e.ctlc <- func() { errc <- f() }:
+		return <-errc
+	case <-e.donec:
+		return ErrClosed
+	}
+}
+
+func (e *engine) shard(id uint64) (*Shard, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	s, ok := e.groups[id]
+	return s, ok
+}
+
+func (e *engine) err() error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.failed
+}
+
+func (e *engine) run() {
+	defer close(e.donec)
+	ticker := time.NewTicker(e.tick)
+	defer ticker.Stop()
+	var batch []*proposal
+	stopping := false
+	for {
+		// Stopping finishes what is in flight first: rounds go on until no
+		// append is queued and no group has work.
+		if stopping && e.quiet() {
+			e.failWaiting(ErrClosed)
+			return
+		}
+		if stopping || e.anyReady() {
+			select {
+			case <-e.stopc:
+				stopping = true
+			case <-ticker.C:
+				e.tickAll()
+			case f := <-e.ctlc:
+				f()
+			default:
+			}
+		} else {
+			select {
+			case <-e.stopc:
+				stopping = true
+			case <-ticker.C:
+				e.tickAll()
+			case f := <-e.ctlc:
+				f()
+			case p := <-e.propc:
+				batch = append(batch, p)
+			}
+		}
+		batch = e.gather(batch, stopping)
+		e.propose(batch)
+		clear(batch)
+		batch = batch[:0]
+		e.handleReady()
+	}
+}
+
+// stop makes the loop finish in-flight work and return; it waits for that.
+func (e *engine) stop() {
+	select {
+	case <-e.stopc:
+	default:
+		close(e.stopc)
+	}
+	<-e.donec
+}
+
+// quiet reports whether nothing is queued or pending in any group.
+func (e *engine) quiet() bool {
+	return len(e.propc) == 0 && !e.anyReady() // parked appends fail with ErrClosed
+}
+
+// gather adds to batch the proposals already queued, up to maxRoundBytes,
+// waiting up to maxWait for more when maxWait is set.
+func (e *engine) gather(batch []*proposal, stopping bool) []*proposal {
+	size := 0
+	for _, p := range batch {
+		size += len(p.data)
+	}
+	var deadline <-chan time.Time
+	for size < e.maxRoundBytes {
+		select {
+		case p := <-e.propc:
+			batch = append(batch, p)
+			size += len(p.data)
+			continue
+		default:
+		}
+		if e.maxWait <= 0 || len(batch) == 0 || stopping {
+			break
+		}
+		if deadline == nil {
+			deadline = time.After(e.maxWait)
+		}
+		select {
+		case p := <-e.propc:
+			batch = append(batch, p)
+			size += len(p.data)
+			continue
+		case <-deadline:
+		}
+		break
+	}
+	return batch
+}
+
+func (e *engine) propose(batch []*proposal) {
+	if len(e.parked) > 0 {
+		batch = append(e.parked, batch...)
+		e.parked = nil
+	}
+	if len(batch) == 0 {
+		return
+	}
+	if err := e.err(); err != nil {
+		for _, p := range batch {
+			p.done <- proposalResult{err: err}
+		}
+		return
+	}
+	now := time.Now()
+	for _, p := range batch {
+		s := p.shard
+		if s.removed() {
+			p.done <- proposalResult{err: fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID)}
+			continue
+		}
+		if s.rn.BasicStatus().Lead == raft.None {
+			// A group just created or restarted elects itself within a
+			// round or two: hold its appends until then, not longer than
+			// noLeaderWait.
+			if p.parkedAt.IsZero() {
+				p.parkedAt = now
+			}
+			if now.Sub(p.parkedAt) < noLeaderWait {
+				e.parked = append(e.parked, p)
+				continue
+			}
+			p.done <- proposalResult{err: fmt.Errorf("%w: shard %d has had none for %v", ErrNoLeader, s.meta.ID, noLeaderWait)}
+			continue
+		}
+		ms := max(now.UnixMilli(), s.lastStamp)
+		e.nextID++
+		p.id = e.nodeID<<48 | e.nextID&(1<<48-1)
+		stampEntry(p.data, ms, p.id)
+		if err := s.rn.Propose(p.data); err != nil {
+			if errors.Is(err, raft.ErrProposalDropped) {
+				err = fmt.Errorf("%w: shard %d has no leader yet", ErrNoLeader, s.meta.ID)
+			}
+			p.done <- proposalResult{err: err}
+			continue
+		}
+		s.lastStamp = ms
+		e.waiting[p.id] = p
+	}
+}
+
+func (e *engine) tickAll() {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, s := range e.groups {
+		s.rn.Tick()
+	}
+}
+
+func (e *engine) anyReady() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, s := range e.groups {
+		if s.rn.HasReady() {
+			return true
+		}
+	}
+	return false
+}
+
+type shardReady struct {
+	s  *Shard
+	rd raft.Ready
+}
+
+func (e *engine) handleReady() {
+	if e.err() != nil {
+		return
+	}
+	e.mu.RLock()
+	var readies []shardReady
+	b := e.db.NewBatch()
+	mustSync := false
+	var failed error
+	for id, s := range e.groups {
+		if !s.rn.HasReady() {
+			continue
+		}
+		rd := s.rn.Ready()
+		readies = append(readies, shardReady{s, rd})
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			if err := b.ApplySnapshot(id, rd.Snapshot); err != nil && failed == nil {
+				failed = err
+			}
+		}
+		if len(rd.Entries) > 0 {
+			if err := b.Append(id, rd.Entries); err != nil && failed == nil {
+				failed = err
+			}
+		}
+		hs := s.hardState
+		if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
+			b.SetHardState(id, rd.HardState)
+			hs = rd.HardState
+		}
+		if raft.MustSync(hs, s.hardState, len(rd.Entries)) || !raft.IsEmptySnap(rd.Snapshot) {
+			mustSync = true
+		}
+		s.hardState = hs
+		for _, ent := range rd.CommittedEntries {
+			if cs := e.applyConfChange(s, ent); cs != nil {
+				b.SetConfState(id, cs)
+			}
+		}
+	}
+	e.mu.RUnlock()
+	if len(readies) == 0 {
+		return
+	}
+	if failed == nil && !b.Empty() {
+		failed = b.Commit(mustSync)
+	}
+	if failed != nil {
+		e.fail(fmt.Errorf("cluster: writing raft state: %w", failed))
+		return
+	}
+	for _, r := range readies {
+		// Standalone groups have one voter: raft sends nothing. The
+		// cluster issue adds the transport that carries r.rd.Messages.
+		if n := len(r.rd.Messages); n > 0 {
+			e.log.Debug("dropping raft messages: no transport", "shard", r.s.meta.ID, "count", n)
+		}
+		// Readers see the new entries before their proposers hear they
+		// are committed, so a read right after an append finds it.
+		if n := len(r.rd.CommittedEntries); n > 0 {
+			r.s.setCommitted(r.rd.CommittedEntries[n-1].GetIndex())
+		}
+		for _, ent := range r.rd.CommittedEntries {
+			e.applyRecords(r.s, ent)
+		}
+		r.s.rn.Advance(r.rd)
+	}
+}
+
+// applyConfChange applies a committed configuration change and returns the
+// new ConfState to persist, or nil for any other entry.
+func (e *engine) applyConfChange(s *Shard, ent *raftpb.Entry) *raftpb.ConfState {
+	var cc raftpb.ConfChangeI
+	switch ent.GetType() {
+	case raftpb.EntryConfChange:
+		var c raftpb.ConfChange
+		if err := proto.Unmarshal(ent.Data, &c); err != nil {
+			e.log.Error("corrupt configuration change", "shard", s.meta.ID, "index", ent.GetIndex(), "err", err)
+			return nil
+		}
+		cc = &c
+	case raftpb.EntryConfChangeV2:
+		var c raftpb.ConfChangeV2
+		if err := proto.Unmarshal(ent.Data, &c); err != nil {
+			e.log.Error("corrupt configuration change", "shard", s.meta.ID, "index", ent.GetIndex(), "err", err)
+			return nil
+		}
+		cc = &c
+	default:
+		return nil
+	}
+	return s.rn.ApplyConfChange(cc)
+}
+
+// applyRecords wakes the proposer of a committed record entry, if it is
+// waiting on this node.
+func (e *engine) applyRecords(s *Shard, ent *raftpb.Entry) {
+	if ent.GetType() != raftpb.EntryNormal {
+		return
+	}
+	ms, id, _, ok, err := decodeEntry(ent.Data)
+	if err != nil {
+		e.log.Error("corrupt entry", "shard", s.meta.ID, "index", ent.GetIndex(), "err", err)
+		return
+	}
+	if !ok {
+		return
+	}
+	p, found := e.waiting[id]
+	if !found || p.shard != s {
+		return
+	}
+	delete(e.waiting, id)
+	p.done <- proposalResult{index: ent.GetIndex(), appendMs: ms}
+}
+
+// fail stops all writes after a store error: raft's in-memory state has moved
+// past what is on disk, so the only safe course is to refuse further work
+// until the process restarts from the disk.
+func (e *engine) fail(err error) {
+	e.log.Error("storage failed; this node refuses writes until restarted", "err", err)
+	e.mu.Lock()
+	if e.failed == nil {
+		e.failed = err
+	}
+	e.mu.Unlock()
+	e.failWaiting(err)
+}
+
+func (e *engine) failWaiting(err error) {
+	for _, p := range e.parked {
+		p.done <- proposalResult{err: err}
+	}
+	e.parked = nil
+	for id, p := range e.waiting {
+		p.done <- proposalResult{err: err}
+		delete(e.waiting, id)
+	}
+	for {
+		select {
+		case p := <-e.propc:
+			p.done <- proposalResult{err: err}
+		default:
+			return
+		}
+	}
+}
+
+// addShard opens (or bootstraps) the raft group of a shard on the loop
+// goroutine. A shard with nothing stored is bootstrapped as raft recommends:
+// its storage starts at a snapshot at index 1 holding the replica set as the
+// ConfState, identically on every replica.
+func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
+	if s, ok := e.shard(meta.ID); ok {
+		return s, nil
+	}
+	l, err := e.db.Log(meta.ID)
+	if err != nil {
+		return nil, err
+	}
+	hs, cs, err := l.InitialState()
+	if err != nil {
+		return nil, err
+	}
+	last, err := l.LastIndex()
+	if err != nil {
+		return nil, err
+	}
+	if raft.IsEmptyHardState(hs) && last == 0 && len(cs.GetVoters()) == 0 {
+		b := e.db.NewBatch()
+		snap := &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{
+			Index:     proto.Uint64(1),
+			Term:      proto.Uint64(1),
+			ConfState: &raftpb.ConfState{Voters: meta.Replicas},
+		}}
+		if err := b.ApplySnapshot(meta.ID, snap); err != nil {
+			return nil, err
+		}
+		b.SetHardState(meta.ID, &raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(1)})
+		if err := b.Commit(true); err != nil {
+			return nil, err
+		}
+		if hs, cs, err = l.InitialState(); err != nil {
+			return nil, err
+		}
+	}
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:              e.nodeID,
+		ElectionTick:    10,
+		HeartbeatTick:   1,
+		Storage:         l,
+		Applied:         hs.GetCommit(),
+		MaxSizePerMsg:   1 << 20,
+		MaxInflightMsgs: 256,
+		CheckQuorum:     true,
+		PreVote:         true,
+		Logger:          raftLogger{e.log.With("shard", meta.ID)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: starting raft for shard %d: %w", meta.ID, err)
+	}
+	s := &Shard{meta: meta, eng: e, log: l, rn: rn, hardState: hs, grown: make(chan struct{})}
+	s.committed = hs.GetCommit()
+	if ent, ok, err := s.LastData(); err != nil {
+		return nil, err
+	} else if ok {
+		s.lastStamp = ent.AppendTime.UnixMilli()
+	}
+	if voters := cs.GetVoters(); len(voters) == 1 && voters[0] == e.nodeID {
+		// The only voter elects itself at once instead of waiting out an
+		// election timeout.
+		if err := rn.Campaign(); err != nil {
+			return nil, fmt.Errorf("cluster: campaigning for shard %d: %w", meta.ID, err)
+		}
+	}
+	e.mu.Lock()
+	e.groups[meta.ID] = s
+	e.mu.Unlock()
+	return s, nil
+}
+
+// removeShard stops a shard's raft group and deletes its data, on the loop
+// goroutine; proposals still waiting for it fail.
+func (e *engine) removeShard(id uint64) error {
+	s, ok := e.shard(id)
+	if ok {
+		e.mu.Lock()
+		delete(e.groups, id)
+		e.mu.Unlock()
+		s.markRemoved()
+		for pid, p := range e.waiting {
+			if p.shard == s {
+				p.done <- proposalResult{err: fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, id)}
+				delete(e.waiting, pid)
+			}
+		}
+	}
+	return e.db.DeleteShard(id)
+}

@@ -1,0 +1,50 @@
+package cluster
+
+import (
+	"context"
+	"time"
+)
+
+// retentionLoop enforces each stream's backlog duration: every interval, the
+// entries of its shards appended before now − backlog are trimmed (raft log
+// compaction: a range delete in the store).
+func (n *Node) retentionLoop() {
+	t := time.NewTicker(n.opts.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			n.enforceRetention(time.Now())
+		}
+	}
+}
+
+func (n *Node) enforceRetention(now time.Time) {
+	for _, m := range n.cat.streamList("") {
+		if m.BacklogSeconds == 0 {
+			continue
+		}
+		cutoff := now.Add(-time.Duration(m.BacklogSeconds) * time.Second)
+		for _, id := range m.ShardIDs {
+			s, ok := n.eng.shard(id)
+			if !ok {
+				continue
+			}
+			keep, err := s.IndexAtTime(cutoff)
+			if err != nil {
+				n.log.Warn("retention: finding the cutoff", "stream", m.Name, "shard", id, "err", err)
+				continue
+			}
+			if keep <= s.First() {
+				continue
+			}
+			if err := s.Trim(context.Background(), keep-1); err != nil {
+				n.log.Warn("retention: trimming", "stream", m.Name, "shard", id, "err", err)
+				continue
+			}
+			n.log.Debug("retention: trimmed", "stream", m.Name, "shard", id, "through", keep-1)
+		}
+	}
+}

@@ -1,0 +1,259 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/weir-log/weir/store"
+)
+
+// Shard is this node's replica of one shard: a raft group whose log is the
+// shard's records. Its methods are safe for concurrent use.
+type Shard struct {
+	meta ShardMeta
+	eng  *engine
+	log  *store.Log
+
+	// Owned by the engine's loop goroutine.
+	rn        *raft.RawNode
+	hardState *raftpb.HardState // last persisted
+	lastStamp int64             // last append time stamped, ms; never decreases
+
+	mu        sync.Mutex
+	committed uint64        // guarded by mu: highest applied index, readable
+	grown     chan struct{} // guarded by mu: closed when committed grows
+	gone      bool          // guarded by mu: the shard was deleted
+}
+
+// Meta is the shard's metadata.
+func (s *Shard) Meta() ShardMeta { return s.meta }
+
+// Append proposes one marshaled BatchedRecord and returns once it is
+// committed (durable): its log index and the append time stamped on it.
+// It blocks while the node's append queue is full (backpressure).
+func (s *Shard) Append(ctx context.Context, batch []byte) (uint64, time.Time, error) {
+	if s.removed() {
+		return 0, time.Time{}, fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID)
+	}
+	e := s.eng
+	if err := e.err(); err != nil {
+		return 0, time.Time{}, err
+	}
+	p := &proposal{shard: s, data: newEntryData(batch), done: make(chan proposalResult, 1)}
+	select {
+	case e.propc <- p:
+	case <-e.stopc:
+		return 0, time.Time{}, ErrClosed
+	case <-ctx.Done():
+		return 0, time.Time{}, ctx.Err()
+	}
+	select {
+	case r := <-p.done:
+		if r.err != nil {
+			return 0, time.Time{}, r.err
+		}
+		return r.index, msTime(r.appendMs), nil
+	case <-e.donec:
+		// The loop fails every waiter before it exits; a result may
+		// still be in the buffer.
+		select {
+		case r := <-p.done:
+			if r.err != nil {
+				return 0, time.Time{}, r.err
+			}
+			return r.index, msTime(r.appendMs), nil
+		default:
+			return 0, time.Time{}, ErrClosed
+		}
+	case <-ctx.Done():
+		// The entry may still commit; the caller cannot know.
+		return 0, time.Time{}, ctx.Err()
+	}
+}
+
+// Read returns committed data entries with index >= max(from, First()), in
+// order, at most maxEntries of them and stopping once maxBytes of batches are
+// collected (always at least one entry if any is available). Entries that
+// hold no records (raft's own) are skipped. It does not block.
+func (s *Shard) Read(from uint64, maxEntries, maxBytes int) ([]Entry, error) {
+	committed, _ := s.Committed()
+	from = max(from, s.First())
+	if from > committed || maxEntries <= 0 {
+		return nil, nil
+	}
+	var out []Entry
+	size := 0
+	var bad error
+	err := s.log.Scan(from, committed+1, func(ent *raftpb.Entry) bool {
+		e, ok, err := dataEntry(ent)
+		if err != nil {
+			bad = fmt.Errorf("shard %d index %d: %w", s.meta.ID, ent.GetIndex(), err)
+			return false
+		}
+		if !ok {
+			return true
+		}
+		out = append(out, e)
+		size += len(e.Batch)
+		return len(out) < maxEntries && size < maxBytes
+	})
+	if err == nil {
+		err = bad
+	}
+	return out, err
+}
+
+// dataEntry decodes a record entry; ok is false for raft's own entries.
+func dataEntry(ent *raftpb.Entry) (Entry, bool, error) {
+	if ent.GetType() != raftpb.EntryNormal {
+		return Entry{}, false, nil
+	}
+	ms, _, batch, ok, err := decodeEntry(ent.Data)
+	if err != nil || !ok {
+		return Entry{}, false, err
+	}
+	return Entry{Index: ent.GetIndex(), AppendTime: msTime(ms), Batch: batch}, true, nil
+}
+
+// First is the lowest log index still stored (everything before was trimmed).
+func (s *Shard) First() uint64 {
+	first, err := s.log.FirstIndex()
+	if err != nil {
+		return 1
+	}
+	return first
+}
+
+// Committed is the highest committed (readable) index, with a channel that is
+// closed when it grows: wait on it, then call Committed again.
+func (s *Shard) Committed() (uint64, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed, s.grown
+}
+
+func (s *Shard) setCommitted(index uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if index <= s.committed {
+		return
+	}
+	s.committed = index
+	close(s.grown)
+	s.grown = make(chan struct{})
+}
+
+func (s *Shard) removed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gone
+}
+
+// markRemoved wakes everyone waiting on the shard; Committed's channel stays
+// closed from then on so waiters notice.
+func (s *Shard) markRemoved() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.gone {
+		s.gone = true
+		close(s.grown)
+	}
+}
+
+// Removed reports whether the shard was deleted (with its stream).
+func (s *Shard) Removed() bool { return s.removed() }
+
+// LastData is the newest committed data entry, if the shard has one.
+func (s *Shard) LastData() (Entry, bool, error) {
+	committed, _ := s.Committed()
+	first := s.First()
+	for i := committed; i >= first && i > 0; i-- {
+		ents, err := s.log.Entries(i, i+1, 0)
+		if err != nil {
+			return Entry{}, false, fmt.Errorf("cluster: reading shard %d index %d: %w", s.meta.ID, i, err)
+		}
+		e, ok, err := dataEntry(ents[0])
+		if err != nil {
+			return Entry{}, false, err
+		}
+		if ok {
+			return e, true, nil
+		}
+	}
+	return Entry{}, false, nil
+}
+
+// IndexAtTime is the index of the first committed data entry appended at or
+// after t, or Committed()+1 if there is none. Append times never decrease
+// along a shard's log, so this is a binary search.
+func (s *Shard) IndexAtTime(t time.Time) (uint64, error) {
+	committed, _ := s.Committed()
+	ms := t.UnixMilli()
+	lo, hi := s.First(), committed+1
+	// Invariant: every data entry below lo is older than t; the first data
+	// entry at or after hi (if any) is not.
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		e, ok, err := s.firstDataFrom(mid, hi)
+		if err != nil {
+			return 0, err
+		}
+		if !ok || e.AppendTime.UnixMilli() >= ms {
+			hi = mid
+		} else {
+			lo = e.Index + 1
+		}
+	}
+	e, ok, err := s.firstDataFrom(lo, committed+1)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return committed + 1, nil
+	}
+	return e.Index, nil
+}
+
+// firstDataFrom finds the first data entry in [lo, hi).
+func (s *Shard) firstDataFrom(lo, hi uint64) (Entry, bool, error) {
+	var found Entry
+	var ok bool
+	var bad error
+	err := s.log.Scan(lo, hi, func(ent *raftpb.Entry) bool {
+		e, isData, err := dataEntry(ent)
+		if err != nil {
+			bad = err
+			return false
+		}
+		if isData {
+			found, ok = e, true
+			return false
+		}
+		return true
+	})
+	if err == nil {
+		err = bad
+	}
+	return found, ok, err
+}
+
+// Trim drops every entry with index <= through (capped at Committed()).
+func (s *Shard) Trim(ctx context.Context, through uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	committed, _ := s.Committed()
+	through = min(through, committed)
+	if through < s.First() {
+		return nil
+	}
+	if err := s.log.Compact(through); err != nil {
+		return fmt.Errorf("cluster: trimming shard %d through %d: %w", s.meta.ID, through, err)
+	}
+	return nil
+}
