@@ -1,0 +1,256 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"google.golang.org/grpc"
+
+	"github.com/weir-log/weir/api"
+	"github.com/weir-log/weir/cluster"
+	"github.com/weir-log/weir/conf"
+	"github.com/weir-log/weir/store"
+)
+
+// Version and Commit name this build; the release build sets them with
+// -ldflags "-X github.com/weir-log/weir/server.Version=…".
+var (
+	Version = "0.1.0-dev"
+	Commit  = "unknown"
+)
+
+// shutdownGrace bounds how long Close waits for in-flight RPCs before
+// cutting them off (reads that follow the log are ended at once).
+const shutdownGrace = 5 * time.Second
+
+// Server is one weir node: it starts its parts in dependency order (etcd,
+// store, cluster, API) and stops them in reverse.
+type Server struct {
+	cfg *conf.Config
+	log *slog.Logger
+	reg *prometheus.Registry
+
+	etcd    *embed.Etcd // nil when external endpoints are configured
+	etcdCli *clientv3.Client
+	db      *store.DB
+	node    *cluster.Node
+
+	grpcLis net.Listener
+	grpc    *grpc.Server
+	svc     *api.Service
+	httpLis net.Listener
+	http    *http.Server
+}
+
+// New validates cfg and builds a Server; it does no I/O. cfg is not modified.
+func New(cfg *conf.Config, log *slog.Logger) (*Server, error) {
+	cfg = cfg.Clone()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.EnableTLS {
+		return nil, errors.New("enable-tls: TLS is not implemented in this weir version yet; set enable-tls: false")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}, nil
+}
+
+// Start brings the node up. On error, everything already started is stopped.
+func (s *Server) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	cfg := s.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data-dir: %w", err)
+	}
+
+	endpoints := cfg.Etcd.Endpoints
+	if cfg.Embedded() {
+		e, ep, err := startEmbeddedEtcd(ctx, fmt.Sprintf("weir-%d", cfg.NodeID), cfg.EtcdDir(),
+			cfg.Etcd.Embedded.ClientListen, cfg.Etcd.Embedded.PeerListen)
+		if err != nil {
+			return err
+		}
+		s.etcd, endpoints = e, []string{ep}
+		s.log.Info("embedded etcd started", "client", ep, "dir", cfg.EtcdDir())
+	}
+	if s.etcdCli, err = dialEtcd(endpoints, cfg.Etcd.DialTimeout); err != nil {
+		return err
+	}
+
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.db, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{Logger: s.log, Metrics: s.reg}); err != nil {
+		return err
+	}
+
+	if s.grpcLis, err = net.Listen("tcp", cfg.GRPC.Listen); err != nil {
+		return fmt.Errorf("grpc.listen: %w", err)
+	}
+	advertise, err := advertised(cfg.GRPC.Advertise, s.grpcLis.Addr())
+	if err != nil {
+		return fmt.Errorf("grpc.advertise: %w", err)
+	}
+	if cfg.HTTP.Listen != "" {
+		if s.httpLis, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+	}
+
+	self := cluster.NodeInfo{ID: cfg.NodeID, GRPCAddr: advertise, Version: Version}
+	if s.httpLis != nil {
+		self.HTTPAddr = s.httpLis.Addr().String()
+	}
+	if s.node, err = cluster.New(cluster.Options{
+		Self:              self,
+		DataDir:           cfg.DataDir,
+		Etcd:              s.etcdCli,
+		Prefix:            cfg.Etcd.Prefix,
+		LeaseTTL:          cfg.Etcd.LeaseTTL,
+		Store:             s.db,
+		RetentionInterval: cfg.Store.RetentionCheckInterval,
+		MaxWait:           cfg.Store.GroupCommit.MaxWait,
+		MaxRoundBytes:     int(cfg.Store.GroupCommit.MaxBytes),
+		MaxInflight:       cfg.Store.MaxInflightAppends,
+		Logger:            s.log,
+	}); err != nil {
+		return err
+	}
+	if err := s.node.Start(ctx); err != nil {
+		return err
+	}
+
+	maxMsg := int(cfg.Store.MaxBatchSize) + 1<<20
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg))
+	svc := api.NewService(api.Options{
+		Node:          s.node,
+		Defaults:      api.Defaults{ReplicationFactor: cfg.Stream.ReplicationFactor},
+		MaxRecordSize: int(cfg.Store.MaxRecordSize),
+		MaxBatchSize:  int(cfg.Store.MaxBatchSize),
+		Version:       Version,
+		Commit:        Commit,
+		Logger:        s.log,
+	})
+	svc.Register(s.grpc)
+	s.svc = svc
+	go func() {
+		if err := s.grpc.Serve(s.grpcLis); err != nil {
+			s.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+
+	if s.httpLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("HTTP server stopped", "err", err)
+			}
+		}()
+	}
+	s.log.Info("weir node serving", "id", cfg.NodeID, "grpc", s.grpcLis.Addr().String(), "advertise", advertise,
+		"http", cfg.HTTP.Listen, "data", cfg.DataDir, "version", Version)
+	return nil
+}
+
+// advertised is the address clients are told to dial: the configured one,
+// with port 0 (or no address at all) resolved to the listener's real port.
+func advertised(configured string, actual net.Addr) (string, error) {
+	_, realPort, _ := net.SplitHostPort(actual.String())
+	if configured == "" {
+		return actual.String(), nil
+	}
+	host, port, err := net.SplitHostPort(configured)
+	if err != nil {
+		return "", err
+	}
+	if port == "0" {
+		port = realPort
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// GRPCAddr is the address the gRPC server listens on (port 0 resolved).
+func (s *Server) GRPCAddr() string {
+	if s.grpcLis == nil {
+		return ""
+	}
+	return s.grpcLis.Addr().String()
+}
+
+// HTTPAddr is the address of the metrics and health endpoint, if enabled.
+func (s *Server) HTTPAddr() string {
+	if s.httpLis == nil {
+		return ""
+	}
+	return s.httpLis.Addr().String()
+}
+
+// Node is the node's cluster handle (for tests and tools in this module).
+func (s *Server) Node() *cluster.Node { return s.node }
+
+// Store is the node's store (for tests and benchmarks in this module).
+func (s *Server) Store() *store.DB { return s.db }
+
+// Close shuts down in reverse order: stop accepting RPCs and finish those in
+// flight (appends are never cut off half-way; long reads get shutdownGrace),
+// stop the raft loop after its last round, close the store (flushing it),
+// then etcd. It is safe to call more than once and after a failed Start.
+func (s *Server) Close() error {
+	var errs []error
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.http.Shutdown(ctx)
+		cancel()
+		s.http = nil
+	}
+	if s.grpc != nil {
+		s.svc.Shutdown() // end reads that follow the log; appends finish
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(shutdownGrace):
+			s.grpc.Stop()
+			<-done
+		}
+		s.grpc = nil
+	} else if s.grpcLis != nil {
+		s.grpcLis.Close()
+	}
+	if s.node != nil {
+		errs = append(errs, s.node.Close())
+		s.node = nil
+	}
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+		s.db = nil
+	}
+	if s.etcdCli != nil {
+		errs = append(errs, s.etcdCli.Close())
+		s.etcdCli = nil
+	}
+	if s.etcd != nil {
+		s.etcd.Close()
+		s.etcd = nil
+	}
+	return errors.Join(errs...)
+}
