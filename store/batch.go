@@ -35,6 +35,11 @@ type pendingLog struct {
 	hs                  *pb.HardState
 	cs                  *pb.ConfState
 
+	// cached: entries this batch writes, for the Log's tail cache; reset
+	// when the batch drops every entry (a snapshot).
+	cached      []cachedEntry
+	clearsCache bool
+
 	setEntries, setTrunc, setHS, setCS bool
 	// rewrites: the batch removes or overwrites stored entries, so it commits
 	// holding the Log's lock (see Log).
@@ -111,6 +116,10 @@ func (b *Batch) Append(shard uint64, ents []*pb.Entry) error {
 	}
 	pbb := b.pebble()
 	mo := proto.MarshalOptions{Deterministic: true}
+	// Entries this batch already cached at or past lo are replaced.
+	for len(p.cached) > 0 && p.cached[len(p.cached)-1].e.GetIndex() >= lo {
+		p.cached = p.cached[:len(p.cached)-1]
+	}
 	for _, e := range ents {
 		b.key = appendEntryKey(b.key[:0], shard, e.GetIndex())
 		if b.buf, err = mo.MarshalAppend(b.buf[:0], e); err != nil {
@@ -119,6 +128,7 @@ func (b *Batch) Append(shard uint64, ents []*pb.Entry) error {
 		if err := pbb.Set(b.key, b.buf, nil); err != nil {
 			return b.fail(fmt.Errorf("store: shard %d: append: %w", shard, err))
 		}
+		p.cached = append(p.cached, cachedEntry{e: e, size: len(b.buf)})
 	}
 	if lo <= p.last {
 		p.rewrites = true
@@ -206,6 +216,7 @@ func (b *Batch) ApplySnapshot(shard uint64, snap *pb.Snapshot) error {
 	}
 	p.first, p.last = idx+1, idx
 	p.truncTerm, p.lastTerm = term, term
+	p.cached, p.clearsCache = nil, true
 	p.cs = cs
 	p.setTrunc, p.setEntries, p.setCS, p.rewrites = true, true, true, true
 	return nil
@@ -273,6 +284,10 @@ func (b *Batch) Commit(sync bool) error {
 		if p.setEntries {
 			l.last, l.lastTerm = p.last, p.lastTerm
 		}
+		if p.clearsCache {
+			l.cache.reset()
+		}
+		l.cache.add(p.cached)
 		if p.setHS {
 			l.hs = p.hs
 		}

@@ -396,6 +396,10 @@ func TestCorruption(t *testing.T) {
 	})
 	require.NoError(t, db.pdb.Set(entryKey(1, 3), []byte{0xff, 0xff}, pebble.Sync))
 	require.NoError(t, db.pdb.Delete(entryKey(2, 1), pebble.Sync))
+	// Reopen, so the reads below go to disk rather than the tail cache,
+	// which holds the entries as they were written.
+	require.NoError(t, db.Close())
+	db = openDB(t, "db", Options{FS: fs})
 
 	l := mustLog(t, db, 1)
 	_, err = l.Entries(1, 6, math.MaxUint64)

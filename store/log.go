@@ -38,6 +38,7 @@ type Log struct {
 	hs                  *pb.HardState // never nil; never mutated, replaced
 	cs                  *pb.ConfState // never nil; never mutated, replaced
 	deleted             bool          // DeleteShard dropped the shard
+	cache               tailCache     // the newest entries, for Entries
 }
 
 var _ raft.Storage = (*Log)(nil)
@@ -168,6 +169,9 @@ func (l *Log) termLocked(i uint64) (uint64, error) {
 // lo < FirstIndex(), raft.ErrUnavailable if hi > LastIndex()+1 or the log
 // holds no entries. The caller owns the slice and the entries.
 func (l *Log) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
+	if ents, ok, err := l.cachedEntries(lo, hi, maxSize); ok || err != nil {
+		return ents, err
+	}
 	var ents []*pb.Entry
 	var size uint64
 	err := l.read(lo, hi, true, func(e *pb.Entry, n int) bool {
@@ -315,5 +319,20 @@ func (l *Log) Compact(index uint64) error {
 		return err
 	}
 	l.first, l.truncTerm = index+1, term
+	l.cache.dropThrough(index)
 	return nil
+}
+
+// cachedEntries serves Entries from the tail cache when it holds all of
+// [lo, hi); ok is false when the caller must read the store.
+func (l *Log) cachedEntries(lo, hi, maxSize uint64) (ents []*pb.Entry, ok bool, err error) {
+	if err := l.rlock(); err != nil {
+		return nil, false, err
+	}
+	defer l.mu.RUnlock()
+	if lo < l.first || hi > l.last+1 || lo >= hi {
+		return nil, false, nil // the store path reports these cases
+	}
+	ents, ok = l.cache.get(lo, hi, maxSize)
+	return ents, ok, nil
 }
