@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -69,6 +70,9 @@ type engine struct {
 // noLeaderWait bounds how long an append waits for its shard to have a
 // leader before it fails with ErrNoLeader (which clients retry).
 const noLeaderWait = 3 * time.Second
+
+// maxYields bounds how often one round yields to gather more appends.
+const maxYields = 8
 
 type proposal struct {
 	shard    *Shard
@@ -189,6 +193,38 @@ func (e *engine) gather(batch []*proposal, stopping bool) []*proposal {
 	size := 0
 	for _, p := range batch {
 		size += len(p.data)
+	}
+	// Appenders this loop woke at the end of the last round are runnable
+	// but may not have run yet to queue their next append (on a small
+	// machine the loop would beat them to the next sync every time and
+	// seal rounds of one or two). So yield, and drain again, for as long
+	// as yielding brings more: a lone appender costs one yield, many
+	// appenders fill the round. Timers are no use here: they fire with
+	// about a millisecond's granularity, far longer than a sync.
+	drain := func() int {
+		n := 0
+		for size < e.maxRoundBytes {
+			select {
+			case p := <-e.propc:
+				batch = append(batch, p)
+				size += len(p.data)
+				n++
+				continue
+			default:
+			}
+			break
+		}
+		return n
+	}
+	drain()
+	for range maxYields {
+		if len(batch) == 0 || stopping || size >= e.maxRoundBytes {
+			break
+		}
+		runtime.Gosched()
+		if drain() == 0 {
+			break
+		}
 	}
 	var deadline <-chan time.Time
 	for size < e.maxRoundBytes {
