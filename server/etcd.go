@@ -15,7 +15,7 @@ import (
 // startEmbeddedEtcd starts a one-member etcd in dir, listening on the given
 // client and peer addresses (port 0 picks a free port), and returns it with
 // the client endpoint to dial.
-func startEmbeddedEtcd(ctx context.Context, name, dir, clientAddr, peerAddr string) (*embed.Etcd, string, error) {
+func startEmbeddedEtcd(ctx context.Context, name, dir, clientAddr, peerAddr string, log *zap.Logger) (*embed.Etcd, string, error) {
 	clientAddr, err := concreteAddr(clientAddr)
 	if err != nil {
 		return nil, "", fmt.Errorf("etcd.embedded.client-listen: %w", err)
@@ -32,7 +32,8 @@ func startEmbeddedEtcd(ctx context.Context, name, dir, clientAddr, peerAddr stri
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 	ec.InitialCluster = name + "=" + pu.String()
-	ec.LogLevel = "error"
+	ec.LogLevel = "warn"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(log)
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "1h"
 	e, err := embed.StartEtcd(ec)

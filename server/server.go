@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,10 +43,11 @@ type Server struct {
 	log *slog.Logger
 	reg *prometheus.Registry
 
-	etcd    *embed.Etcd // nil when external endpoints are configured
-	etcdCli *clientv3.Client
-	db      *store.DB
-	node    *cluster.Node
+	etcd        *embed.Etcd // nil when external endpoints are configured
+	etcdClosing atomic.Bool // set just before etcd is closed
+	etcdCli     *clientv3.Client
+	db          *store.DB
+	node        *cluster.Node
 
 	grpcLis net.Listener
 	grpc    *grpc.Server
@@ -84,7 +86,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	endpoints := cfg.Etcd.Endpoints
 	if cfg.Embedded() {
 		e, ep, err := startEmbeddedEtcd(ctx, fmt.Sprintf("weir-%d", cfg.NodeID), cfg.EtcdDir(),
-			cfg.Etcd.Embedded.ClientListen, cfg.Etcd.Embedded.PeerListen)
+			cfg.Etcd.Embedded.ClientListen, cfg.Etcd.Embedded.PeerListen, newEtcdLogger(s.log, &s.etcdClosing))
 		if err != nil {
 			return err
 		}
@@ -249,6 +251,7 @@ func (s *Server) Close() error {
 		s.etcdCli = nil
 	}
 	if s.etcd != nil {
+		s.etcdClosing.Store(true)
 		s.etcd.Close()
 		s.etcd = nil
 	}
