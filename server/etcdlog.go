@@ -23,7 +23,7 @@ type etcdLog struct {
 // embedded, localhost-only etcd; they are logged at debug.
 var etcdExpected = map[string]bool{
 	"Running http and grpc server on single port. This is not recommended for production.": true,
-	"simple token is not cryptographically signed": true,
+	"simple token is not cryptographically signed":                                         true,
 }
 
 func newEtcdLogger(log *slog.Logger, closing *atomic.Bool) *zap.Logger {
