@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -52,10 +53,11 @@ type engine struct {
 	maxWait       time.Duration
 	maxRoundBytes int
 
-	propc chan *proposal
-	ctlc  chan func()
-	stopc chan struct{}
-	donec chan struct{}
+	propc   chan *proposal
+	ctlc    chan func()
+	started atomic.Bool
+	stopc   chan struct{}
+	donec   chan struct{}
 
 	mu     sync.RWMutex
 	groups map[uint64]*Shard // guarded by mu; changed only by the loop goroutine
@@ -172,14 +174,23 @@ func (e *engine) run() {
 	}
 }
 
+// start runs the loop in a goroutine.
+func (e *engine) start() {
+	e.started.Store(true)
+	go e.run()
+}
+
 // stop makes the loop finish in-flight work and return; it waits for that.
+// It returns at once if the loop never started.
 func (e *engine) stop() {
 	select {
 	case <-e.stopc:
 	default:
 		close(e.stopc)
 	}
-	<-e.donec
+	if e.started.Load() {
+		<-e.donec
+	}
 }
 
 // quiet reports whether nothing is queued or pending in any group.

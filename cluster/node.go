@@ -120,7 +120,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.dropOrphans(); err != nil {
 		return err
 	}
-	go n.eng.run()
+	n.eng.start()
 	for _, s := range n.cat.allShards() {
 		if !n.hosts(s) {
 			continue
