@@ -238,14 +238,21 @@ func (s *Service) readShardStream(req *hstreampb.ReadShardStreamRequest, ss hstr
 	if err != nil {
 		return err
 	}
-	c, err := shardCursor(sh, req.GetReaderId(), req.GetFrom(), req.GetUntil())
-	if err != nil {
-		return err
-	}
-	return s.follow(ss.Context(), []*cursor{c}, newBudget(req.GetMaxReadBatches()),
+	return s.followShardRange(ss.Context(), sh, req.GetReaderId(), req.GetFrom(), req.GetUntil(), req.GetMaxReadBatches(),
 		func(recs []*hstreampb.ReceivedRecord) error {
 			return ss.Send(&hstreampb.ReadShardStreamResponse{ReceivedRecords: recs})
 		})
+}
+
+// followShardRange streams one shard's batches from `from` through `until`
+// (unbounded: follow), at most maxBatches of them (0: no limit).
+func (s *Service) followShardRange(ctx context.Context, sh *cluster.Shard, readerID string, from, until *hstreampb.ShardOffset,
+	maxBatches uint64, send func([]*hstreampb.ReceivedRecord) error) error {
+	c, err := shardCursor(sh, readerID, from, until)
+	if err != nil {
+		return err
+	}
+	return s.follow(ctx, []*cursor{c}, newBudget(maxBatches), send)
 }
 
 // ReadSingleShardStream streams the batches of a stream that has exactly
@@ -267,11 +274,7 @@ func (s *Service) readSingleShardStream(req *hstreampb.ReadSingleShardStreamRequ
 	if err != nil {
 		return err
 	}
-	c, err := shardCursor(sh, req.GetReaderId(), req.GetFrom(), req.GetUntil())
-	if err != nil {
-		return err
-	}
-	return s.follow(ss.Context(), []*cursor{c}, newBudget(req.GetMaxReadBatches()),
+	return s.followShardRange(ss.Context(), sh, req.GetReaderId(), req.GetFrom(), req.GetUntil(), req.GetMaxReadBatches(),
 		func(recs []*hstreampb.ReceivedRecord) error {
 			return ss.Send(&hstreampb.ReadSingleShardStreamResponse{ReceivedRecords: recs})
 		})
