@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -66,7 +67,12 @@ type engine struct {
 	// Owned by the loop goroutine.
 	waiting map[uint64]*proposal // by proposal id
 	parked  []*proposal          // for groups with no leader yet
-	nextID  uint64
+	// nextID is the last proposal id handed out. It starts at a random
+	// value in each incarnation of the engine: after a crash, entries that
+	// were synced but not committed commit once the group re-elects
+	// itself, and their ids must not match a proposal of the new
+	// incarnation, whose appender would then be told the old entry's index.
+	nextID uint64
 }
 
 // noLeaderWait bounds how long an append waits for its shard to have a
@@ -104,6 +110,7 @@ func newEngine(nodeID uint64, db *store.DB, log *slog.Logger, tick, maxWait time
 		donec:         make(chan struct{}),
 		groups:        make(map[uint64]*Shard),
 		waiting:       make(map[uint64]*proposal),
+		nextID:        rand.Uint64(),
 	}
 }
 
@@ -301,7 +308,7 @@ func (e *engine) propose(batch []*proposal) {
 		}
 		ms := max(now.UnixMilli(), s.lastStamp)
 		e.nextID++
-		p.id = e.nodeID<<48 | e.nextID&(1<<48-1)
+		p.id = e.nextID
 		stampEntry(p.data, ms, p.id)
 		if err := s.rn.Propose(p.data); err != nil {
 			if errors.Is(err, raft.ErrProposalDropped) {

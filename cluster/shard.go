@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -89,7 +90,7 @@ func (s *Shard) Read(from uint64, maxEntries, maxBytes int) ([]Entry, error) {
 	var out []Entry
 	size := 0
 	var bad error
-	err := s.log.Scan(from, committed+1, func(ent *raftpb.Entry) bool {
+	err := s.scan(from, committed+1, func(ent *raftpb.Entry) bool {
 		e, ok, err := dataEntry(ent)
 		if err != nil {
 			bad = fmt.Errorf("shard %d index %d: %w", s.meta.ID, ent.GetIndex(), err)
@@ -106,6 +107,21 @@ func (s *Shard) Read(from uint64, maxEntries, maxBytes int) ([]Entry, error) {
 		err = bad
 	}
 	return out, err
+}
+
+// scan calls fn for the stored entries in [lo, hi), starting at the first
+// one still stored if lo was trimmed. A trim can move the first index between
+// reading it and opening the store's iterator (retention trims the very
+// entries a reader from the oldest record starts at), so a scan refused as
+// compacted starts again from the new first index; fn has not been called
+// then.
+func (s *Shard) scan(lo, hi uint64, fn func(*raftpb.Entry) bool) error {
+	for {
+		err := s.log.Scan(max(lo, s.First()), hi, fn)
+		if !errors.Is(err, raft.ErrCompacted) {
+			return err
+		}
+	}
 }
 
 // dataEntry decodes a record entry; ok is false for raft's own entries.
@@ -174,6 +190,10 @@ func (s *Shard) LastData() (Entry, bool, error) {
 	first := s.First()
 	for i := committed; i >= first && i > 0; i-- {
 		ents, err := s.log.Entries(i, i+1, 0)
+		if errors.Is(err, raft.ErrCompacted) {
+			// Trimmed meanwhile; everything above i held no records.
+			return Entry{}, false, nil
+		}
 		if err != nil {
 			return Entry{}, false, fmt.Errorf("cluster: reading shard %d index %d: %w", s.meta.ID, i, err)
 		}
@@ -224,7 +244,7 @@ func (s *Shard) firstDataFrom(lo, hi uint64) (Entry, bool, error) {
 	var found Entry
 	var ok bool
 	var bad error
-	err := s.log.Scan(lo, hi, func(ent *raftpb.Entry) bool {
+	err := s.scan(lo, hi, func(ent *raftpb.Entry) bool {
 		e, isData, err := dataEntry(ent)
 		if err != nil {
 			bad = err
