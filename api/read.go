@@ -13,9 +13,11 @@ import (
 	"github.com/weir-log/weir/cluster"
 )
 
-// The size of one read response. A client's default largest message is
-// 4 MiB; a batch is at most MaxBatchSize, and a response always carries at
-// least one batch if one is available.
+// The size of one read response: at most maxBatchesPerResponse batches and
+// maxBytesPerResponse bytes of them, except that a response always carries
+// the next batch if one is available, however large (up to MaxBatchSize).
+// gRPC clients accept 4 MiB by default: a store.max-batch-size above ~3 MiB
+// needs readers that raise their receive limit (weir's client does).
 const (
 	maxBatchesPerResponse = 64
 	maxBytesPerResponse   = 1 << 20

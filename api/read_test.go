@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
+	"github.com/weir-log/weir/conf"
 	"github.com/weir-log/weir/internal/nodetest"
 )
 
@@ -201,4 +203,33 @@ func TestFollowingReadEndsAtShutdown(t *testing.T) {
 	_, err = rs.Recv()
 	code, _, _ := statusOf(t, err)
 	require.Equal(t, codes.Unavailable, code, "the following read should end with Unavailable, got %v", err)
+}
+
+// A response never grows past the read budget plus one batch: a ~1 MiB batch
+// followed by a ~4 MiB one (the configured maximum) used to be sent in one
+// response larger than the server's send limit, failing every retry.
+func TestLargeBatchesAreReadOnePerResponse(t *testing.T) {
+	n := nodetest.Start(t, func(c *conf.Config) { c.Store.MaxBatchSize = 4 * conf.MiB })
+	shards := createStream(t, n.API, "big", 1)
+	payload := func(size int) []byte { return bytes.Repeat([]byte{'p'}, size) }
+	appendBatch(t, n.API, "big", shards[0].ShardId, hstreampb.CompressionType_None, rec("a", payload(1000_000)))
+	many := make([]*hstreampb.HStreamRecord, 400)
+	for i := range many {
+		many[i] = rec("b", payload(10_000))
+	}
+	appendBatch(t, n.API, "big", shards[0].ShardId, hstreampb.CompressionType_None, many...)
+
+	got := readStream(t, n.API, &hstreampb.ReadStreamRequest{ReaderId: "big-reader", StreamName: "big", Until: latest()})
+	require.Equal(t, 401, len(got))
+
+	_, err := n.API.CreateShardReader(ctxT(t), &hstreampb.CreateShardReaderRequest{StreamName: "big", ShardId: shards[0].ShardId,
+		ReaderId: "big-shard-reader", ShardOffset: earliestShard()})
+	require.NoError(t, err)
+	first, err := n.API.ReadShard(ctxT(t), &hstreampb.ReadShardRequest{ReaderId: "big-shard-reader", MaxRecords: 10})
+	require.NoError(t, err)
+	require.Equal(t, 1, len(first.ReceivedRecords), "the second batch would overflow the response")
+	second, err := n.API.ReadShard(ctxT(t), &hstreampb.ReadShardRequest{ReaderId: "big-shard-reader", MaxRecords: 10})
+	require.NoError(t, err)
+	require.Equal(t, 1, len(second.ReceivedRecords))
+	require.EqualValues(t, 400, second.ReceivedRecords[0].GetRecord().GetBatchSize())
 }

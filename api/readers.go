@@ -59,7 +59,11 @@ func (s *Service) createShardReader(ctx context.Context, req *hstreampb.CreateSh
 }
 
 // ReadShard returns up to maxRecords batches (0 means 1) from the reader's
-// position, waiting up to the reader's timeout for the first one.
+// position, waiting up to the reader's timeout for the first one. The new
+// position is saved before the reply goes out, as a server-side cursor read
+// by unary calls must: a reply lost on the way is not read again by this
+// reader (at-most-once). Readers that need at-least-once use a subscription,
+// or ReadShardStream from their own last record id.
 func (s *Service) ReadShard(ctx context.Context, req *hstreampb.ReadShardRequest) (*hstreampb.ReadShardResponse, error) {
 	return unary(ctx, s, "ReadShard", req, s.readShard)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -165,50 +166,68 @@ func (c *catalog) createStream(ctx context.Context, m StreamMeta, ranges [][2]st
 }
 
 // deleteStream removes a stream, its shards and its readers in one
-// transaction and returns what it removed.
+// transaction and returns what it removed. It deletes the stream as etcd
+// holds it, guarded by that key's revision, so two deletes racing a
+// re-creation of the same name never remove the new stream with the old
+// one's shards.
 func (c *catalog) deleteStream(ctx context.Context, name string) (StreamMeta, []ShardMeta, error) {
-	c.mu.RLock()
-	m, ok := c.streams[name]
-	var shards []ShardMeta
-	var readers []string
-	if ok {
-		for _, id := range m.ShardIDs {
-			shards = append(shards, c.shards[id])
+	key := c.streamKey(name)
+	for {
+		got, err := c.cli.Get(ctx, key)
+		if err != nil {
+			return StreamMeta{}, nil, fmt.Errorf("cluster: deleting stream %q in etcd: %w", name, err)
 		}
+		if len(got.Kvs) == 0 {
+			return StreamMeta{}, nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
+		}
+		var m StreamMeta
+		if err := json.Unmarshal(got.Kvs[0].Value, &m); err != nil {
+			return StreamMeta{}, nil, fmt.Errorf("cluster: decoding etcd key %q: %w", key, err)
+		}
+		c.mu.RLock()
+		shards := make([]ShardMeta, 0, len(m.ShardIDs))
+		for _, id := range m.ShardIDs {
+			sm, ok := c.shards[id]
+			if !ok {
+				sm = ShardMeta{ID: id, Stream: name}
+			}
+			shards = append(shards, sm)
+		}
+		var readers []string
 		for id, r := range c.readers {
 			if r.Stream == name {
 				readers = append(readers, id)
 			}
 		}
+		c.mu.RUnlock()
+		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		for _, id := range m.ShardIDs {
+			ops = append(ops, clientv3.OpDelete(c.shardKey(id)))
+		}
+		for _, id := range readers {
+			ops = append(ops, clientv3.OpDelete(c.readerKey(id)))
+		}
+		resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)).
+			Then(ops...).Commit()
+		if err != nil {
+			return StreamMeta{}, nil, fmt.Errorf("cluster: deleting stream %q in etcd: %w", name, err)
+		}
+		if !resp.Succeeded {
+			continue // deleted or re-created meanwhile: look again
+		}
+		c.mu.Lock()
+		if cached, ok := c.streams[name]; ok && slices.Equal(cached.ShardIDs, m.ShardIDs) {
+			delete(c.streams, name)
+		}
+		for _, id := range m.ShardIDs {
+			delete(c.shards, id)
+		}
+		for _, id := range readers {
+			delete(c.readers, id)
+		}
+		c.mu.Unlock()
+		return m, shards, nil
 	}
-	c.mu.RUnlock()
-	if !ok {
-		return StreamMeta{}, nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
-	}
-	ops := []clientv3.Op{clientv3.OpDelete(c.streamKey(name))}
-	for _, s := range shards {
-		ops = append(ops, clientv3.OpDelete(c.shardKey(s.ID)))
-	}
-	for _, id := range readers {
-		ops = append(ops, clientv3.OpDelete(c.readerKey(id)))
-	}
-	resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(c.streamKey(name)), ">", 0)).Then(ops...).Commit()
-	if err != nil {
-		return StreamMeta{}, nil, fmt.Errorf("cluster: deleting stream %q in etcd: %w", name, err)
-	}
-	c.mu.Lock()
-	delete(c.streams, name)
-	for _, s := range shards {
-		delete(c.shards, s.ID)
-	}
-	for _, id := range readers {
-		delete(c.readers, id)
-	}
-	c.mu.Unlock()
-	if !resp.Succeeded {
-		return StreamMeta{}, nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
-	}
-	return m, shards, nil
 }
 
 func (c *catalog) stream(name string) (StreamMeta, error) {

@@ -151,7 +151,7 @@ func (e *engine) run() {
 			e.failWaiting(ErrClosed)
 			return
 		}
-		if stopping || e.anyReady() {
+		if stopping || (e.err() == nil && e.anyReady()) {
 			select {
 			case <-e.stopc:
 				stopping = true
@@ -202,7 +202,9 @@ func (e *engine) stop() {
 
 // quiet reports whether nothing is queued or pending in any group.
 func (e *engine) quiet() bool {
-	return len(e.propc) == 0 && !e.anyReady() // parked appends fail with ErrClosed
+	// A failed engine has nothing more it can do; parked appends fail with
+	// ErrClosed.
+	return e.err() != nil || (len(e.propc) == 0 && !e.anyReady())
 }
 
 // gather adds to batch the proposals already queued, up to maxRoundBytes,
@@ -499,6 +501,9 @@ func (e *engine) failWaiting(err error) {
 // its storage starts at a snapshot at index 1 holding the replica set as the
 // ConfState, identically on every replica.
 func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
+	if err := e.err(); err != nil {
+		return nil, err
+	}
 	if s, ok := e.shard(meta.ID); ok {
 		return s, nil
 	}
@@ -532,6 +537,9 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 			return nil, err
 		}
 	}
+	if last, err = l.LastIndex(); err != nil {
+		return nil, err
+	}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:              e.nodeID,
 		ElectionTick:    10,
@@ -549,7 +557,10 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 	}
 	s := &Shard{meta: meta, eng: e, log: l, rn: rn, hardState: hs, grown: make(chan struct{})}
 	s.committed = hs.GetCommit()
-	if ent, ok, err := s.LastData(); err != nil {
+	// Stamps continue from the newest stored entry, committed or not: after
+	// a crash, entries synced but not committed commit once the group has
+	// re-elected itself, and new entries must not be stamped earlier.
+	if ent, ok, err := s.lastDataThrough(last); err != nil {
 		return nil, err
 	} else if ok {
 		s.lastStamp = ent.AppendTime.UnixMilli()

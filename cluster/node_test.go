@@ -213,6 +213,8 @@ func TestDeleteStream(t *testing.T) {
 		}
 		_, _, err = sh.Append(ctx, []byte("late"))
 		assert.ErrorIs(t, err, cluster.ErrShardNotFound, "shard %d", id)
+		_, err = sh.Read(0, 10, 1<<20)
+		assert.ErrorIs(t, err, cluster.ErrShardNotFound, "reading deleted shard %d", id)
 	}
 	stored, err = n.Server.Store().Shards()
 	require.NoError(t, err)

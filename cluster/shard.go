@@ -78,8 +78,8 @@ func (s *Shard) Append(ctx context.Context, batch []byte) (uint64, time.Time, er
 }
 
 // Read returns committed data entries with index >= max(from, First()), in
-// order, at most maxEntries of them and stopping once maxBytes of batches are
-// collected (always at least one entry if any is available). Entries that
+// order, at most maxEntries of them and no more than maxBytes of batches
+// (but always at least one entry if any is available, however large). Entries that
 // hold no records (raft's own) are skipped. It does not block.
 func (s *Shard) Read(from uint64, maxEntries, maxBytes int) ([]Entry, error) {
 	committed, _ := s.Committed()
@@ -98,6 +98,9 @@ func (s *Shard) Read(from uint64, maxEntries, maxBytes int) ([]Entry, error) {
 		}
 		if !ok {
 			return true
+		}
+		if len(out) > 0 && size+len(e.Batch) > maxBytes {
+			return false // the first entry goes out whatever its size
 		}
 		out = append(out, e)
 		size += len(e.Batch)
@@ -119,9 +122,17 @@ func (s *Shard) scan(lo, hi uint64, fn func(*raftpb.Entry) bool) error {
 	for {
 		err := s.log.Scan(max(lo, s.First()), hi, fn)
 		if !errors.Is(err, raft.ErrCompacted) {
-			return err
+			return s.storeErr(err)
 		}
 	}
+}
+
+// storeErr reports a read of a shard deleted meanwhile as ErrShardNotFound.
+func (s *Shard) storeErr(err error) error {
+	if errors.Is(err, store.ErrShardDeleted) {
+		return fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID)
+	}
+	return err
 }
 
 // dataEntry decodes a record entry; ok is false for raft's own entries.
@@ -187,15 +198,20 @@ func (s *Shard) Removed() bool { return s.removed() }
 // LastData is the newest committed data entry, if the shard has one.
 func (s *Shard) LastData() (Entry, bool, error) {
 	committed, _ := s.Committed()
+	return s.lastDataThrough(committed)
+}
+
+// lastDataThrough is the newest data entry with index <= hi.
+func (s *Shard) lastDataThrough(hi uint64) (Entry, bool, error) {
 	first := s.First()
-	for i := committed; i >= first && i > 0; i-- {
+	for i := hi; i >= first && i > 0; i-- {
 		ents, err := s.log.Entries(i, i+1, 0)
 		if errors.Is(err, raft.ErrCompacted) {
 			// Trimmed meanwhile; everything above i held no records.
 			return Entry{}, false, nil
 		}
 		if err != nil {
-			return Entry{}, false, fmt.Errorf("cluster: reading shard %d index %d: %w", s.meta.ID, i, err)
+			return Entry{}, false, fmt.Errorf("cluster: reading shard %d index %d: %w", s.meta.ID, i, s.storeErr(err))
 		}
 		e, ok, err := dataEntry(ents[0])
 		if err != nil {

@@ -138,8 +138,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	maxMsg := int(cfg.Store.MaxBatchSize) + 1<<20
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg))
+	// An append carries one batch. A read response carries up to ~1 MiB of
+	// batches, or one larger batch, plus an id (~12 B) per record, and a
+	// record takes at least 4 bytes of a batch: 4 × the largest batch
+	// bounds it.
+	maxBatch := int(cfg.Store.MaxBatchSize)
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(maxBatch+1<<20), grpc.MaxSendMsgSize(4*maxBatch+1<<20))
 	svc := api.NewService(api.Options{
 		Node:          s.node,
 		Defaults:      api.Defaults{ReplicationFactor: cfg.Stream.ReplicationFactor},
