@@ -146,9 +146,18 @@ func readStream(t *testing.T, api hstreampb.HStreamApiClient, req *hstreampb.Rea
 	t.Helper()
 	rs, err := api.ReadStream(ctxT(t), req)
 	require.NoError(t, err)
+	return recvAll(t, rs.Recv)
+}
+
+// recvAll receives a read stream's responses until the server ends it and
+// returns every record in delivery order.
+func recvAll[R interface {
+	GetReceivedRecords() []*hstreampb.ReceivedRecord
+}](t *testing.T, recv func() (R, error)) []gotRecord {
+	t.Helper()
 	var out []gotRecord
 	for {
-		resp, err := rs.Recv()
+		resp, err := recv()
 		if errors.Is(err, io.EOF) {
 			return out
 		}

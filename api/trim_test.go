@@ -1,8 +1,6 @@
 package api_test
 
 import (
-	"errors"
-	"io"
 	"testing"
 	"time"
 
@@ -22,17 +20,7 @@ func readShardAll(t *testing.T, api hstreampb.HStreamApiClient, stream string, s
 	rs, err := api.ReadShardStream(ctxT(t), &hstreampb.ReadShardStreamRequest{
 		StreamName: stream, ShardId: shard, From: earliestShard(), Until: latestShard()})
 	require.NoError(t, err)
-	var out []gotRecord
-	for {
-		resp, err := rs.Recv()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		require.NoError(t, err)
-		for _, rr := range resp.GetReceivedRecords() {
-			out = append(out, unpack(t, rr)...)
-		}
-	}
+	return recvAll(t, rs.Recv)
 }
 
 func idsOf(recs []gotRecord) []string {
