@@ -24,6 +24,8 @@ import (
 // of 10 × 100 B batches on a 4-shard stream.
 //
 //	go test -run '^$' -bench BenchmarkShardAppend -benchtime 5s ./cluster/
+//
+// WEIR_BENCH_MAX_WAIT=100us sets store.group-commit.max-wait for the run.
 func BenchmarkShardAppend(b *testing.B) {
 	n := nodetest.Start(b, func(c *conf.Config) {
 		if v := os.Getenv("WEIR_BENCH_MAX_WAIT"); v != "" {

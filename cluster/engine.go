@@ -246,29 +246,17 @@ func (e *engine) gather(batch []*proposal, stopping bool) []*proposal {
 			break
 		}
 	}
-	var deadline <-chan time.Time
-	for size < e.maxRoundBytes {
-		select {
-		case p := <-e.propc:
-			batch = append(batch, p)
-			size += len(p.data)
-			continue
-		default:
+	if e.maxWait > 0 && len(batch) > 0 && !stopping {
+		deadline := time.After(e.maxWait)
+		for size < e.maxRoundBytes {
+			select {
+			case p := <-e.propc:
+				batch = append(batch, p)
+				size += len(p.data)
+			case <-deadline:
+				return batch
+			}
 		}
-		if e.maxWait <= 0 || len(batch) == 0 || stopping {
-			break
-		}
-		if deadline == nil {
-			deadline = time.After(e.maxWait)
-		}
-		select {
-		case p := <-e.propc:
-			batch = append(batch, p)
-			size += len(p.data)
-			continue
-		case <-deadline:
-		}
-		break
 	}
 	return batch
 }
