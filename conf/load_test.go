@@ -126,15 +126,7 @@ etcd:
 		{name: "empty file and null sections", file: "# nothing\ngrpc:\nstore:\n", expect: func(c *Config) { c.GRPC.Advertise = c.GRPC.Listen }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := ""
-			if tc.file != "" {
-				path = writeConfig(t, tc.file)
-			}
-			var fs *pflag.FlagSet
-			if tc.args != nil {
-				fs = flags(t, tc.args...)
-			}
-			got, err := Load(path, tc.env, fs)
+			got, err := loadCase(t, tc.file, tc.env, tc.args)
 			require.NoError(t, err)
 			want := Default()
 			tc.expect(want)
@@ -204,15 +196,7 @@ etcd:
 		{name: "two documents", file: "node-id: 1\n---\nnode-id: 2\n", want: []string{"want one YAML document"}, keys: []string{""}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := ""
-			if tc.file != "" {
-				path = writeConfig(t, tc.file)
-			}
-			var fs *pflag.FlagSet
-			if tc.args != nil {
-				fs = flags(t, tc.args...)
-			}
-			c, err := Load(path, tc.env, fs)
+			c, err := loadCase(t, tc.file, tc.env, tc.args)
 			require.Error(t, err)
 			assert.Nil(t, c)
 			assert.ErrorIs(t, err, ErrInvalid)
@@ -287,4 +271,19 @@ func TestLoadForeignFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, uint64(5), c.NodeID)
 	assert.Equal(t, []string{"a:1", "b:2"}, c.Etcd.Endpoints)
+}
+
+// loadCase runs Load on a table case: file "" means no file, args nil means
+// no flag set.
+func loadCase(t *testing.T, file string, env, args []string) (*Config, error) {
+	t.Helper()
+	path := ""
+	if file != "" {
+		path = writeConfig(t, file)
+	}
+	var fs *pflag.FlagSet
+	if args != nil {
+		fs = flags(t, args...)
+	}
+	return Load(path, env, fs)
 }
