@@ -14,25 +14,30 @@ import (
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
 	"github.com/weir-log/weir/cluster"
+	"github.com/weir-log/weir/subscription"
 )
 
 // The api's own error classes: what a request got wrong, before or besides
 // anything the cluster or the wire decoder says. Each is wrapped by errorf
 // with a message that names the object and the value.
 var (
-	errInvalidStreamName    = errors.New("api: invalid stream name")
-	errInvalidShardCount    = errors.New("api: invalid shard count")
-	errEmptyBatch           = errors.New("api: empty batch")
-	errRecordTooLarge       = errors.New("api: record or batch too large")
-	errInvalidOffset        = errors.New("api: invalid offset")
-	errInvalidRecordID      = errors.New("api: invalid record id")
-	errInvalidResourceID    = errors.New("api: invalid resource id")
-	errInvalidReaderName    = errors.New("api: invalid shard reader id")
-	errConflictOffset       = errors.New("api: offset of another shard")
-	errTooManyShards        = errors.New("api: stream has more than one shard")
-	errWrongServer          = errors.New("api: resource is served by another node")
-	errNotOffered           = errors.New("api: not offered by weir")
-	errSubscriptionsMissing = errors.New("api: subscriptions not available yet")
+	errInvalidStreamName = errors.New("api: invalid stream name")
+	errInvalidShardCount = errors.New("api: invalid shard count")
+	errEmptyBatch        = errors.New("api: empty batch")
+	errRecordTooLarge    = errors.New("api: record or batch too large")
+	errInvalidOffset     = errors.New("api: invalid offset")
+	errInvalidRecordID   = errors.New("api: invalid record id")
+	errInvalidResourceID = errors.New("api: invalid resource id")
+	errInvalidReaderName = errors.New("api: invalid shard reader id")
+	errConflictOffset    = errors.New("api: offset of another shard")
+	errTooManyShards     = errors.New("api: stream has more than one shard")
+	errWrongServer       = errors.New("api: resource is served by another node")
+	errNotOffered        = errors.New("api: not offered by weir")
+
+	errInvalidSubscriptionName     = errors.New("api: invalid subscription id")
+	errInvalidSubscription         = errors.New("api: invalid subscription setting")
+	errInvalidSubscriptionOffset   = errors.New("api: invalid subscription offset")
+	errSubscriptionOnMissingStream = errors.New("api: subscription on a stream that does not exist")
 )
 
 // errorMapping is where one internal error class surfaces on the wire.
@@ -62,7 +67,10 @@ var errorTable = []errorMapping{
 	// hosts everything is never the wrong one.
 	{errWrongServer, codes.FailedPrecondition, hstreampb.ErrorCode_WrongServer},
 	{errNotOffered, codes.Unimplemented, hstreampb.ErrorCode_InternalError},
-	{errSubscriptionsMissing, codes.Unimplemented, hstreampb.ErrorCode_InternalError},
+	{errInvalidSubscriptionName, codes.InvalidArgument, hstreampb.ErrorCode_SubscriptionInvalidObjectIdentifier},
+	{errInvalidSubscription, codes.InvalidArgument, hstreampb.ErrorCode_InternalError},
+	{errInvalidSubscriptionOffset, codes.InvalidArgument, hstreampb.ErrorCode_SubscriptionInvalidOffset},
+	{errSubscriptionOnMissingStream, codes.NotFound, hstreampb.ErrorCode_SubscriptionCreationOnNonExistentStream},
 
 	// The batch decoder: a malformed batch is the producer's mistake.
 	{wire.ErrPayloadTooLarge, codes.InvalidArgument, hstreampb.ErrorCode_StreamInvalidRecordSize},
@@ -82,6 +90,17 @@ var errorTable = []errorMapping{
 	{cluster.ErrOffsetBeyondEnd, codes.InvalidArgument, hstreampb.ErrorCode_StreamInvalidOffset},
 	{cluster.ErrNoLeader, codes.Unavailable, hstreampb.ErrorCode_InternalError},
 	{cluster.ErrClosed, codes.Unavailable, hstreampb.ErrorCode_InternalError},
+	{cluster.ErrSubscriptionNotFound, codes.NotFound, hstreampb.ErrorCode_SubscriptionNotFound},
+	{cluster.ErrSubscriptionExists, codes.AlreadyExists, hstreampb.ErrorCode_SubscriptionExists},
+	{cluster.ErrStreamHasSubscriptions, codes.FailedPrecondition, hstreampb.ErrorCode_StreamFoundSubscription},
+	{cluster.ErrNotOwner, codes.FailedPrecondition, hstreampb.ErrorCode_WrongServer},
+
+	// The subscription layer.
+	{subscription.ErrInvalidConsumer, codes.InvalidArgument, hstreampb.ErrorCode_InternalError},
+	{subscription.ErrConsumerExists, codes.AlreadyExists, hstreampb.ErrorCode_InternalError},
+	{subscription.ErrActiveConsumers, codes.FailedPrecondition, hstreampb.ErrorCode_SubscriptionFoundActiveConsumers},
+	{subscription.ErrDeleted, codes.NotFound, hstreampb.ErrorCode_SubscriptionNotFound},
+	{subscription.ErrClosed, codes.Unavailable, hstreampb.ErrorCode_InternalError},
 
 	// The caller went away or ran out of time.
 	{context.Canceled, codes.Canceled, hstreampb.ErrorCode_InternalError},

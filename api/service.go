@@ -9,6 +9,7 @@ import (
 
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/cluster"
+	"github.com/weir-log/weir/subscription"
 )
 
 // Defaults for the Options a caller leaves zero.
@@ -29,6 +30,8 @@ const (
 type Options struct {
 	// Node stores, replicates and holds the metadata. Required.
 	Node *cluster.Node
+	// Subscriptions runs the consumer groups this node owns. Required.
+	Subscriptions *subscription.Manager
 	// Defaults apply to CreateStream requests that leave a field 0.
 	Defaults Defaults
 	// MaxRecordSize is the largest payload of one record, in bytes.
@@ -55,6 +58,7 @@ type Service struct {
 	hstreampb.UnimplementedHStreamApiServer
 
 	node *cluster.Node
+	subs *subscription.Manager
 	opts Options
 	log  *slog.Logger
 
@@ -92,7 +96,7 @@ func NewService(opts Options) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{node: opts.Node, opts: opts, log: log, shutdown: make(chan struct{})}
+	return &Service{node: opts.Node, subs: opts.Subscriptions, opts: opts, log: log, shutdown: make(chan struct{})}
 }
 
 // Register adds the service to gs as hstream.server.HStreamApi.

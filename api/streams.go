@@ -46,18 +46,22 @@ func (s *Service) createStream(ctx context.Context, req *hstreampb.Stream) (*hst
 	return streamPB(m), nil
 }
 
-// DeleteStream removes a stream with its shards and readers.
+// DeleteStream removes a stream with its shards and readers. A stream with
+// subscriptions needs force, which deletes them too.
 func (s *Service) DeleteStream(ctx context.Context, req *hstreampb.DeleteStreamRequest) (*emptypb.Empty, error) {
 	return unary(ctx, s, "DeleteStream", req, s.deleteStream)
 }
 
 func (s *Service) deleteStream(ctx context.Context, req *hstreampb.DeleteStreamRequest) (*emptypb.Empty, error) {
-	err := s.node.DeleteStream(ctx, req.GetStreamName())
+	err := s.subs.DeleteStream(ctx, req.GetStreamName(), req.GetForce())
 	if errors.Is(err, cluster.ErrStreamNotFound) {
 		if req.GetIgnoreNonExist() {
 			return &emptypb.Empty{}, nil
 		}
 		return nil, streamNotFound(req.GetStreamName())
+	}
+	if errors.Is(err, cluster.ErrStreamHasSubscriptions) {
+		return nil, errorf(err, "%s", reason(err))
 	}
 	if err != nil {
 		return nil, err

@@ -28,11 +28,6 @@ func (s *Service) notOffered(rpc string, f feature) error {
 	return statusError(s.log, rpc, errorf(errNotOffered, "weir does not offer %s (%s): %s", f.what, rpc, f.instead))
 }
 
-// notYet is the status of a subscription RPC.
-func (s *Service) notYet(rpc string) error {
-	return statusError(s.log, rpc, errorf(errSubscriptionsMissing, "subscriptions are not available in this weir version yet (%s)", rpc))
-}
-
 func (s *Service) ExecuteQuery(context.Context, *hstreampb.CommandQuery) (*hstreampb.CommandQueryResponse, error) {
 	return nil, s.notOffered("ExecuteQuery", sqlQueries)
 }
@@ -134,29 +129,4 @@ func (s *Service) GetStats(context.Context, *hstreampb.GetStatsRequest) (*hstrea
 
 func (s *Service) SendAdminCommand(context.Context, *hstreampb.AdminCommandRequest) (*hstreampb.AdminCommandResponse, error) {
 	return nil, s.notOffered("SendAdminCommand", adminCommands)
-}
-
-func (s *Service) CreateSubscription(context.Context, *hstreampb.Subscription) (*hstreampb.Subscription, error) {
-	return nil, s.notYet("CreateSubscription")
-}
-func (s *Service) GetSubscription(context.Context, *hstreampb.GetSubscriptionRequest) (*hstreampb.GetSubscriptionResponse, error) {
-	return nil, s.notYet("GetSubscription")
-}
-func (s *Service) ListSubscriptions(context.Context, *hstreampb.ListSubscriptionsRequest) (*hstreampb.ListSubscriptionsResponse, error) {
-	return nil, s.notYet("ListSubscriptions")
-}
-func (s *Service) ListSubscriptionsWithPrefix(context.Context, *hstreampb.ListSubscriptionsWithPrefixRequest) (*hstreampb.ListSubscriptionsResponse, error) {
-	return nil, s.notYet("ListSubscriptionsWithPrefix")
-}
-func (s *Service) ListConsumers(context.Context, *hstreampb.ListConsumersRequest) (*hstreampb.ListConsumersResponse, error) {
-	return nil, s.notYet("ListConsumers")
-}
-func (s *Service) CheckSubscriptionExist(context.Context, *hstreampb.CheckSubscriptionExistRequest) (*hstreampb.CheckSubscriptionExistResponse, error) {
-	return nil, s.notYet("CheckSubscriptionExist")
-}
-func (s *Service) DeleteSubscription(context.Context, *hstreampb.DeleteSubscriptionRequest) (*emptypb.Empty, error) {
-	return nil, s.notYet("DeleteSubscription")
-}
-func (s *Service) StreamingFetch(hstreampb.HStreamApi_StreamingFetchServer) error {
-	return s.notYet("StreamingFetch")
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +18,9 @@ import (
 //	P streams/<name>      StreamMeta
 //	P shards/<id %020d>   ShardMeta
 //	P readers/<id>        ReaderMeta
+//	P subs/<id>           SubscriptionMeta
+//	P checkpoints/<id>    Checkpoint of a subscription
+//	P subowners/<id>      the id of the node that owns a subscription, under its lease
 //	P seq/shard           the last shard id handed out (decimal)
 //
 // Values are JSON. Every change is one etcd transaction with a guard, so a
@@ -30,9 +32,10 @@ type catalog struct {
 	prefix string
 
 	mu      sync.RWMutex
-	streams map[string]StreamMeta // guarded by mu
-	shards  map[uint64]ShardMeta  // guarded by mu
-	readers map[string]ReaderMeta // guarded by mu
+	streams map[string]StreamMeta       // guarded by mu
+	shards  map[uint64]ShardMeta        // guarded by mu
+	readers map[string]ReaderMeta       // guarded by mu
+	subs    map[string]SubscriptionMeta // guarded by mu
 }
 
 func newCatalog(cli *clientv3.Client, prefix string) *catalog {
@@ -42,22 +45,27 @@ func newCatalog(cli *clientv3.Client, prefix string) *catalog {
 		streams: make(map[string]StreamMeta),
 		shards:  make(map[uint64]ShardMeta),
 		readers: make(map[string]ReaderMeta),
+		subs:    make(map[string]SubscriptionMeta),
 	}
 }
 
-func (c *catalog) nodeKey(id uint64) string      { return c.prefix + "nodes/" + strconv.FormatUint(id, 10) }
-func (c *catalog) streamKey(name string) string  { return c.prefix + "streams/" + name }
-func (c *catalog) shardKey(id uint64) string     { return fmt.Sprintf("%sshards/%020d", c.prefix, id) }
-func (c *catalog) readerKey(id string) string    { return c.prefix + "readers/" + id }
-func (c *catalog) shardSeqKey() string           { return c.prefix + "seq/shard" }
-func (c *catalog) nodesPrefix() string           { return c.prefix + "nodes/" }
-func (c *catalog) kindPrefix(kind string) string { return c.prefix + kind + "/" }
+func (c *catalog) nodeKey(id uint64) string       { return c.prefix + "nodes/" + strconv.FormatUint(id, 10) }
+func (c *catalog) streamKey(name string) string   { return c.prefix + "streams/" + name }
+func (c *catalog) shardKey(id uint64) string      { return fmt.Sprintf("%sshards/%020d", c.prefix, id) }
+func (c *catalog) readerKey(id string) string     { return c.prefix + "readers/" + id }
+func (c *catalog) subKey(id string) string        { return c.prefix + "subs/" + id }
+func (c *catalog) checkpointKey(id string) string { return c.prefix + "checkpoints/" + id }
+func (c *catalog) subOwnerKey(id string) string   { return c.prefix + "subowners/" + id }
+func (c *catalog) shardSeqKey() string            { return c.prefix + "seq/shard" }
+func (c *catalog) nodesPrefix() string            { return c.prefix + "nodes/" }
+func (c *catalog) kindPrefix(kind string) string  { return c.prefix + kind + "/" }
 
-// load reads every stream, shard and reader into the cache.
+// load reads every stream, shard, reader and subscription into the cache.
 func (c *catalog) load(ctx context.Context) error {
 	streams := make(map[string]StreamMeta)
 	shards := make(map[uint64]ShardMeta)
 	readers := make(map[string]ReaderMeta)
+	subs := make(map[string]SubscriptionMeta)
 	if err := c.loadKind(ctx, "streams", func(v []byte) error {
 		var m StreamMeta
 		if err := json.Unmarshal(v, &m); err != nil {
@@ -88,8 +96,18 @@ func (c *catalog) load(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if err := c.loadKind(ctx, "subs", func(v []byte) error {
+		var m SubscriptionMeta
+		if err := json.Unmarshal(v, &m); err != nil {
+			return err
+		}
+		subs[m.ID] = m
+		return nil
+	}); err != nil {
+		return err
+	}
 	c.mu.Lock()
-	c.streams, c.shards, c.readers = streams, shards, readers
+	c.streams, c.shards, c.readers, c.subs = streams, shards, readers, subs
 	c.mu.Unlock()
 	return nil
 }
@@ -159,71 +177,6 @@ func (c *catalog) createStream(ctx context.Context, m StreamMeta, ranges [][2]st
 		c.streams[m.Name] = m
 		for _, s := range shards {
 			c.shards[s.ID] = s
-		}
-		c.mu.Unlock()
-		return m, shards, nil
-	}
-}
-
-// deleteStream removes a stream, its shards and its readers in one
-// transaction and returns what it removed. It deletes the stream as etcd
-// holds it, guarded by that key's revision, so two deletes racing a
-// re-creation of the same name never remove the new stream with the old
-// one's shards.
-func (c *catalog) deleteStream(ctx context.Context, name string) (StreamMeta, []ShardMeta, error) {
-	key := c.streamKey(name)
-	for {
-		got, err := c.cli.Get(ctx, key)
-		if err != nil {
-			return StreamMeta{}, nil, fmt.Errorf("cluster: deleting stream %q in etcd: %w", name, err)
-		}
-		if len(got.Kvs) == 0 {
-			return StreamMeta{}, nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
-		}
-		var m StreamMeta
-		if err := json.Unmarshal(got.Kvs[0].Value, &m); err != nil {
-			return StreamMeta{}, nil, fmt.Errorf("cluster: decoding etcd key %q: %w", key, err)
-		}
-		c.mu.RLock()
-		shards := make([]ShardMeta, 0, len(m.ShardIDs))
-		for _, id := range m.ShardIDs {
-			sm, ok := c.shards[id]
-			if !ok {
-				sm = ShardMeta{ID: id, Stream: name}
-			}
-			shards = append(shards, sm)
-		}
-		var readers []string
-		for id, r := range c.readers {
-			if r.Stream == name {
-				readers = append(readers, id)
-			}
-		}
-		c.mu.RUnlock()
-		ops := []clientv3.Op{clientv3.OpDelete(key)}
-		for _, id := range m.ShardIDs {
-			ops = append(ops, clientv3.OpDelete(c.shardKey(id)))
-		}
-		for _, id := range readers {
-			ops = append(ops, clientv3.OpDelete(c.readerKey(id)))
-		}
-		resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)).
-			Then(ops...).Commit()
-		if err != nil {
-			return StreamMeta{}, nil, fmt.Errorf("cluster: deleting stream %q in etcd: %w", name, err)
-		}
-		if !resp.Succeeded {
-			continue // deleted or re-created meanwhile: look again
-		}
-		c.mu.Lock()
-		if cached, ok := c.streams[name]; ok && slices.Equal(cached.ShardIDs, m.ShardIDs) {
-			delete(c.streams, name)
-		}
-		for _, id := range m.ShardIDs {
-			delete(c.shards, id)
-		}
-		for _, id := range readers {
-			delete(c.readers, id)
 		}
 		c.mu.Unlock()
 		return m, shards, nil

@@ -16,3 +16,13 @@ var (
 	ErrCorruptEntry    = errors.New("cluster: corrupt log entry")
 	ErrNoLeader        = errors.New("cluster: shard has no leader")
 )
+
+// Subscription errors.
+var (
+	ErrSubscriptionNotFound   = errors.New("cluster: subscription not found")
+	ErrSubscriptionExists     = errors.New("cluster: subscription already exists")
+	ErrStreamHasSubscriptions = errors.New("cluster: stream has subscriptions")
+	// ErrNotOwner: another node owns the subscription (holds its ownership
+	// key), or this node lost it.
+	ErrNotOwner = errors.New("cluster: subscription is owned by another node")
+)

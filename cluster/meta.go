@@ -52,3 +52,33 @@ type Entry struct {
 	AppendTime time.Time // ms precision
 	Batch      []byte    // a marshaled hstreampb.BatchedRecord
 }
+
+// Where a subscription starts reading its shards, as CreateSubscription asked.
+const (
+	OffsetEarliest = "earliest" // every shard's first stored record
+	OffsetLatest   = "latest"   // only records appended after creation
+)
+
+// SubscriptionMeta is a subscription (a consumer group) on a stream, stored
+// in etcd. Its start offset is resolved per shard when it is created, so
+// LATEST means "after creation", not "after a consumer connects".
+type SubscriptionMeta struct {
+	ID                string    `json:"id"`
+	Stream            string    `json:"stream"`
+	AckTimeoutSeconds int32     `json:"ackTimeoutSeconds"` // redeliver what is unacked this long
+	MaxUnackedRecords int32     `json:"maxUnackedRecords"` // records delivered and not yet acked, at most
+	Offset            string    `json:"offset"`            // OffsetEarliest or OffsetLatest, as asked
+	CreatedAt         time.Time `json:"createdAt"`
+	// Start is the first log index to deliver, per shard id, resolved at
+	// creation. A shard missing here (added later) starts at its first
+	// stored entry.
+	Start map[uint64]uint64 `json:"start"`
+}
+
+// Checkpoint is a subscription's persisted progress: per shard id, the
+// lowest log index not yet acknowledged in full. Everything below it was
+// acknowledged and is never delivered again after a restart.
+type Checkpoint struct {
+	Next    map[uint64]uint64 `json:"next"`
+	SavedAt time.Time         `json:"savedAt"`
+}

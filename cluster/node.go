@@ -333,20 +333,22 @@ func (n *Node) CreateStream(ctx context.Context, m StreamMeta) (StreamMeta, []Sh
 	return m, shards, nil
 }
 
-// DeleteStream removes a stream, its shards' data and its readers.
-// ErrStreamNotFound.
-func (n *Node) DeleteStream(ctx context.Context, name string) error {
-	_, shards, err := n.cat.deleteStream(ctx, name)
+// DeleteStream removes a stream, its shards' data and its readers and, with
+// force, its subscriptions, whose ids it returns; without force a stream
+// with subscriptions is refused. ErrStreamNotFound,
+// ErrStreamHasSubscriptions.
+func (n *Node) DeleteStream(ctx context.Context, name string, force bool) (deletedSubs []string, err error) {
+	_, shards, subs, err := n.cat.deleteStream(ctx, name, force)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, s := range shards {
 		if err := n.eng.do(func() error { return n.eng.removeShard(s.ID) }); err != nil {
-			return fmt.Errorf("cluster: deleting the data of shard %d: %w", s.ID, err)
+			return subs, fmt.Errorf("cluster: deleting the data of shard %d: %w", s.ID, err)
 		}
 	}
-	n.log.Info("stream deleted", "stream", name)
-	return nil
+	n.log.Info("stream deleted", "stream", name, "subscriptions_deleted", len(subs))
+	return subs, nil
 }
 
 // Stream returns one stream. ErrStreamNotFound.

@@ -118,7 +118,8 @@ func TestCreateStreamShardIDsAndRanges(t *testing.T) {
 	assert.Equal(t, "340282366920938463463374607431768211455", bShards[2].End)
 
 	// Ids are never reused: not after a delete, not after a restart.
-	require.NoError(t, node.DeleteStream(t.Context(), "b"))
+	_, err := node.DeleteStream(t.Context(), "b", false)
+	require.NoError(t, err)
 	n.Restart(t)
 	node = n.Server.Node()
 	c, _ := createStream(t, node, "c", 1, 0)
@@ -167,7 +168,8 @@ func TestCreateStreamErrors(t *testing.T) {
 	_, _, err = node.CreateStream(ctx, cluster.StreamMeta{Name: "zero", ShardCount: 0, ReplicationFactor: 1})
 	assert.Error(t, err)
 
-	assert.ErrorIs(t, node.DeleteStream(ctx, "nope"), cluster.ErrStreamNotFound)
+	_, err = node.DeleteStream(ctx, "nope", false)
+	assert.ErrorIs(t, err, cluster.ErrStreamNotFound)
 	_, err = node.StreamShards("nope")
 	assert.ErrorIs(t, err, cluster.ErrStreamNotFound)
 	_, err = node.Shard(999)
@@ -198,7 +200,8 @@ func TestDeleteStream(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{1, 2, 3}, stored)
 
-	require.NoError(t, node.DeleteStream(ctx, "gone"))
+	_, err = node.DeleteStream(ctx, "gone", false)
+	require.NoError(t, err)
 
 	for _, sh := range old {
 		id := sh.Meta().ID
@@ -221,7 +224,8 @@ func TestDeleteStream(t *testing.T) {
 	assert.Equal(t, []uint64{keepMetas[0].ID}, stored)
 	_, err = node.Stream("gone")
 	assert.ErrorIs(t, err, cluster.ErrStreamNotFound)
-	assert.ErrorIs(t, node.DeleteStream(ctx, "gone"), cluster.ErrStreamNotFound)
+	_, err = node.DeleteStream(ctx, "gone", false)
+	assert.ErrorIs(t, err, cluster.ErrStreamNotFound)
 	assert.False(t, shardOf(t, node, keepMetas[0].ID).Removed())
 
 	// The name can be used again, with new shards and an empty log.
@@ -488,7 +492,8 @@ func TestDeleteStreamWhileAppending(t *testing.T) {
 		defer mu.Unlock()
 		return count >= 100
 	}, 10*time.Second, 5*time.Millisecond)
-	require.NoError(t, node.DeleteStream(t.Context(), "s"))
+	_, err := node.DeleteStream(t.Context(), "s", false)
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {

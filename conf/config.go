@@ -28,9 +28,10 @@ type Config struct {
 	TLSCertPath string `yaml:"tls-cert-path" doc:"PEM certificate (chain) for TLS; required when enable-tls is true (default empty)"`
 	TLSCAPath   string `yaml:"tls-ca-path" doc:"PEM CA bundle to verify client certificates with; optional (default empty)"`
 
-	Stream StreamDefaults `yaml:"stream"`
-	Store  Store          `yaml:"store"`
-	Log    Log            `yaml:"log"`
+	Stream       StreamDefaults `yaml:"stream"`
+	Store        Store          `yaml:"store"`
+	Subscription Subscription   `yaml:"subscription"`
+	Log          Log            `yaml:"log"`
 }
 
 // GRPC configures the HStreamDB-compatible gRPC API.
@@ -94,6 +95,11 @@ type GroupCommit struct {
 	MaxBytes ByteSize      `yaml:"max-bytes" doc:"the most bytes of appends one commit round (one sync) carries (default 4MiB)"`
 }
 
+// Subscription configures the consumer groups this node owns.
+type Subscription struct {
+	CheckpointInterval time.Duration `yaml:"checkpoint-interval" doc:"the longest a subscription's acknowledged progress waits before it is persisted (it is also persisted at shutdown); a crash redelivers what was acked since (default 1s)"`
+}
+
 // Log configures the node's slog logger.
 type Log struct {
 	Level  string `yaml:"level" doc:"debug, info, warn or error (default info)"`
@@ -134,7 +140,8 @@ func Default() *Config {
 			RetentionCheckInterval: 10 * time.Second,
 			MaxInflightAppends:     4096,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Subscription: Subscription{CheckpointInterval: time.Second},
+		Log:          Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -172,6 +179,7 @@ func (c *Config) WithDefaults() *Config {
 	fill(&n.Store.GroupCommit.MaxBytes, d.Store.GroupCommit.MaxBytes)
 	fill(&n.Store.RetentionCheckInterval, d.Store.RetentionCheckInterval)
 	fill(&n.Store.MaxInflightAppends, d.Store.MaxInflightAppends)
+	fill(&n.Subscription.CheckpointInterval, d.Subscription.CheckpointInterval)
 	fill(&n.Log.Level, d.Log.Level)
 	fill(&n.Log.Format, d.Log.Format)
 	n.fillDerived()

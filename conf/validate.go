@@ -137,6 +137,10 @@ func (c *Config) problems() Problems {
 		ch.add("store.max-inflight-appends", "must be at least 1, not %d", s.MaxInflightAppends)
 	}
 
+	if c.Subscription.CheckpointInterval <= 0 {
+		ch.add("subscription.checkpoint-interval", "must be positive, not %s", formatDuration(c.Subscription.CheckpointInterval))
+	}
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

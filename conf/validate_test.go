@@ -120,7 +120,7 @@ func TestValidate(t *testing.T) {
 				"node-id", "data-dir", "grpc.listen", "etcd.embedded.client-listen", "etcd.embedded.peer-listen",
 				"etcd.prefix", "etcd.dial-timeout", "etcd.lease-ttl", "stream.replication-factor", "stream.shard-count",
 				"store.max-record-size", "store.max-batch-size", "store.group-commit.max-bytes",
-				"store.retention-check-interval", "store.max-inflight-appends", "log.level", "log.format",
+				"store.retention-check-interval", "store.max-inflight-appends", "subscription.checkpoint-interval", "log.level", "log.format",
 			}},
 		{name: "many at once", mutate: func(c *Config) {
 			c.NodeID = 0

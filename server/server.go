@@ -23,6 +23,7 @@ import (
 	"github.com/weir-log/weir/cluster"
 	"github.com/weir-log/weir/conf"
 	"github.com/weir-log/weir/store"
+	"github.com/weir-log/weir/subscription"
 )
 
 // Version and Commit name this build; the release build sets them with
@@ -37,7 +38,7 @@ var (
 const shutdownGrace = 5 * time.Second
 
 // Server is one weir node: it starts its parts in dependency order (etcd,
-// store, cluster, API) and stops them in reverse.
+// store, cluster, subscriptions, API) and stops them in reverse.
 type Server struct {
 	cfg *conf.Config
 	log *slog.Logger
@@ -48,6 +49,7 @@ type Server struct {
 	etcdCli     *clientv3.Client
 	db          *store.DB
 	node        *cluster.Node
+	subs        *subscription.Manager
 
 	grpcLis net.Listener
 	grpc    *grpc.Server
@@ -137,6 +139,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.node.Start(ctx); err != nil {
 		return err
 	}
+	if s.subs, err = subscription.New(subscription.Options{
+		Source:             subscription.NodeSource(s.node),
+		CheckpointInterval: cfg.Subscription.CheckpointInterval,
+		Logger:             s.log,
+		Metrics:            s.reg,
+	}); err != nil {
+		return err
+	}
 
 	// An append carries one batch. A read response carries up to ~1 MiB of
 	// batches, or one larger batch, plus an id (~12 B) per record, and a
@@ -146,6 +156,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(maxBatch+1<<20), grpc.MaxSendMsgSize(4*maxBatch+1<<20))
 	svc := api.NewService(api.Options{
 		Node:          s.node,
+		Subscriptions: s.subs,
 		Defaults:      api.Defaults{ReplicationFactor: cfg.Stream.ReplicationFactor},
 		MaxRecordSize: int(cfg.Store.MaxRecordSize),
 		MaxBatchSize:  int(cfg.Store.MaxBatchSize),
@@ -213,6 +224,10 @@ func (s *Server) HTTPAddr() string {
 // Node is the node's cluster handle (for tests and tools in this module).
 func (s *Server) Node() *cluster.Node { return s.node }
 
+// Subscriptions is the node's subscription manager (for tests and tools in
+// this module).
+func (s *Server) Subscriptions() *subscription.Manager { return s.subs }
+
 // Store is the node's store (for tests and benchmarks in this module).
 func (s *Server) Store() *store.DB { return s.db }
 
@@ -241,6 +256,10 @@ func (s *Server) Close() error {
 		s.grpc = nil
 	} else if s.grpcLis != nil {
 		s.grpcLis.Close()
+	}
+	if s.subs != nil {
+		s.subs.Close() // persists every subscription's progress
+		s.subs = nil
 	}
 	if s.node != nil {
 		errs = append(errs, s.node.Close())

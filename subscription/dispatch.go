@@ -1,0 +1,336 @@
+package subscription
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/weir-log/weir/api/hstreampb"
+	"github.com/weir-log/weir/cluster"
+)
+
+// shardState is the owner's view of one shard. Owned by the loop goroutine.
+type shardState struct {
+	id       uint64
+	log      Log
+	consumer *Consumer // the one consumer that receives this shard; nil: none
+	next     uint64    // the next index to read from the log
+	waiting  bool      // caught up: a waiter watches the log for more
+	gone     bool      // the shard was deleted
+
+	inflight map[uint64]*inflightBatch // delivered and not acked in full, by index
+	order    []uint64                  // indexes of inflight, increasing; may hold acked ones at the front
+	pending  []uint64                  // indexes of inflight due again (consumer nil), increasing
+}
+
+// inflightBatch is one delivered batch with records still unacked.
+type inflightBatch struct {
+	index    uint64
+	n        int    // records in the batch
+	unacked  int    // records not acked yet
+	acked    []bool // per record; nil until the first ack
+	consumer *Consumer
+	gen      uint32 // bumped by every delivery
+}
+
+// checkpoint is the lowest index not yet acknowledged in full.
+func (s *shardState) checkpoint() uint64 {
+	for len(s.order) > 0 {
+		if _, ok := s.inflight[s.order[0]]; ok {
+			return s.order[0]
+		}
+		s.order = s.order[1:]
+	}
+	return s.next
+}
+
+// due marks a batch for delivery again, to whoever receives the shard next.
+func (s *shardState) due(b *inflightBatch) {
+	if b.consumer == nil {
+		return
+	}
+	b.consumer = nil
+	if i, found := slices.BinarySearch(s.pending, b.index); !found {
+		s.pending = slices.Insert(s.pending, i, b.index)
+	}
+}
+
+// unackedPositions lists the records still unacked, or nil if none was
+// acked (the whole batch goes again).
+func (b *inflightBatch) unackedPositions() []uint32 {
+	if b.acked == nil {
+		return nil
+	}
+	keep := make([]uint32, 0, b.unacked)
+	for i, done := range b.acked {
+		if !done {
+			keep = append(keep, uint32(i))
+		}
+	}
+	return keep
+}
+
+// dispatch hands out what the window allows: batches due again first, then
+// new entries, taking the shards in turn so none starves the others.
+func (o *owner) dispatch(now time.Time) {
+	if len(o.consumers) == 0 || len(o.shardIDs) == 0 {
+		return
+	}
+	n := len(o.shardIDs)
+	for progress := true; progress; {
+		progress = false
+		for k := range n {
+			if o.serve(o.shards[o.shardIDs[(o.rr+k)%n]], now) {
+				progress = true
+			}
+		}
+		o.rr = (o.rr + 1) % n
+	}
+}
+
+// serve delivers to a shard's consumer one batch due again, or a read's
+// worth of new entries within the window. It reports whether it delivered.
+func (o *owner) serve(s *shardState, now time.Time) bool {
+	if s.consumer == nil || s.gone {
+		return false
+	}
+	for len(s.pending) > 0 {
+		idx := s.pending[0]
+		s.pending = s.pending[1:]
+		b, ok := s.inflight[idx]
+		if !ok || b.consumer != nil {
+			continue // acked, or delivered again, meanwhile
+		}
+		ents, err := s.log.Read(idx, 1, 1)
+		if err != nil {
+			o.shardFailed(s, err)
+			return false
+		}
+		if len(ents) == 0 || ents[0].Index != idx {
+			o.log.Warn("gap: retention trimmed a batch before it was acknowledged", "shard", s.id, "index", idx, "unacked", b.unacked)
+			count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
+			o.outstanding -= b.unacked
+			delete(s.inflight, idx)
+			continue
+		}
+		keep := b.unackedPositions()
+		o.deliver(s, b, ents[0], keep, now)
+		count(&o.m.met.redelivered, o.m.met.redeliveredVec, o.id, b.unacked)
+		return true
+	}
+
+	room := o.window - o.outstanding
+	if s.waiting || (room <= 0 && o.outstanding > 0) {
+		return false
+	}
+	if first := s.log.First(); s.next < first {
+		o.log.Warn("gap: retention trimmed entries before they were delivered", "shard", s.id, "from", s.next, "first", first)
+		count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
+		s.next = first
+	}
+	committed, grown := s.log.Committed()
+	ents, err := s.log.Read(s.next, min(max(room, 1), readEntries), readBytes)
+	if err != nil {
+		o.shardFailed(s, err)
+		return false
+	}
+	if len(ents) == 0 {
+		// Nothing through committed holds records; wait for more.
+		s.next = max(s.next, committed+1)
+		s.waiting = true
+		o.wait(s.id, grown)
+		return false
+	}
+	delivered := false
+	for _, e := range ents {
+		n, err := batchSize(e.Batch)
+		if err != nil {
+			o.log.Error("skipping a log entry that is not a BatchedRecord", "shard", s.id, "index", e.Index, "err", err)
+			count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
+			s.next = e.Index + 1
+			continue
+		}
+		if o.outstanding > 0 && o.outstanding+n > o.window {
+			break // the window is full; this entry is read again later
+		}
+		b := &inflightBatch{index: e.Index, n: n, unacked: n}
+		s.inflight[e.Index] = b
+		s.order = append(s.order, e.Index)
+		s.next = e.Index + 1
+		o.outstanding += n
+		o.deliver(s, b, e, nil, now)
+		delivered = true
+	}
+	return delivered
+}
+
+// deliver hands a batch (or its unacked records) to the shard's consumer
+// and starts its ack timeout.
+func (o *owner) deliver(s *shardState, b *inflightBatch, e cluster.Entry, keep []uint32, now time.Time) {
+	b.consumer = s.consumer
+	b.gen++
+	o.timeouts = append(o.timeouts, timeout{shard: s.id, index: b.index, gen: b.gen, deadline: now.Add(o.ackTimeout)})
+	s.consumer.push(&delivery{shard: s.id, index: e.Index, appendTime: e.AppendTime, batch: e.Batch, keep: keep})
+	count(&o.m.met.delivered, o.m.met.deliveredVec, o.id, b.unacked)
+}
+
+// wait starts a waiter that wakes the loop when the shard commits more.
+func (o *owner) wait(id uint64, grown <-chan struct{}) {
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		select {
+		case <-grown:
+			select {
+			case o.wakec <- id:
+			case <-o.stopc:
+			}
+		case <-o.stopc:
+		}
+	}()
+}
+
+// shardFailed stops serving a shard that cannot be read.
+func (o *owner) shardFailed(s *shardState, err error) {
+	if errors.Is(err, cluster.ErrShardNotFound) {
+		o.log.Info("shard deleted; no longer delivering it", "shard", s.id)
+	} else {
+		o.log.Error("reading a shard failed; no longer delivering it", "shard", s.id, "err", err)
+	}
+	s.gone = true
+}
+
+// acked applies acks. Acks of records never delivered, of other shards, or
+// already acked are ignored and counted.
+func (o *owner) acked(ids []*hstreampb.RecordId) {
+	var ok, ignored, dup int
+	for _, id := range ids {
+		s := o.shards[id.GetShardId()]
+		if s == nil {
+			ignored++
+			continue
+		}
+		b := s.inflight[id.GetBatchId()]
+		if b == nil {
+			if id.GetBatchId() < s.next {
+				dup++ // acknowledged in full already
+			} else {
+				ignored++
+			}
+			continue
+		}
+		i := int(id.GetBatchIndex())
+		if i >= b.n {
+			ignored++
+			continue
+		}
+		if b.acked == nil {
+			b.acked = make([]bool, b.n)
+		}
+		if b.acked[i] {
+			dup++
+			continue
+		}
+		b.acked[i] = true
+		b.unacked--
+		o.outstanding--
+		ok++
+		if b.unacked == 0 {
+			delete(s.inflight, b.index)
+		}
+	}
+	count(&o.m.met.acked, o.m.met.ackedVec, o.id, ok)
+	count(&o.m.met.ignored, o.m.met.ignoredVec, o.id, ignored)
+	o.m.met.dupAcks.Add(uint64(dup))
+	if ignored > 0 {
+		o.log.Debug("ignored acks of records never delivered", "count", ignored)
+	}
+}
+
+// expire marks the batches whose ack timeout passed as due again.
+func (o *owner) expire(now time.Time) {
+	n := 0
+	for _, t := range o.timeouts {
+		if t.deadline.After(now) {
+			break
+		}
+		n++
+		s := o.shards[t.shard]
+		if s == nil {
+			continue
+		}
+		if b, ok := s.inflight[t.index]; ok && b.gen == t.gen {
+			s.due(b)
+		}
+	}
+	if n > 0 {
+		o.timeouts = slices.Delete(o.timeouts, 0, n)
+	}
+}
+
+// rebalance spreads the shards over the consumers, one consumer per shard,
+// each consumer getting ⌊S/C⌋ or ⌈S/C⌉, moving as few shards as it can. A
+// shard that moves leaves its queued, unsent batches to the new consumer;
+// what the old one was sent stays with it until acked or timed out.
+func (o *owner) rebalance() {
+	if len(o.consumers) == 0 {
+		for _, s := range o.shards {
+			s.consumer = nil
+		}
+		return
+	}
+	nc, ns := len(o.consumers), len(o.shardIDs)
+	lo, extra := ns/nc, ns%nc
+	hi := lo
+	if extra > 0 {
+		hi++
+	}
+	load := make(map[*Consumer][]*shardState, nc)
+	var pool []*shardState
+	for _, id := range o.shardIDs {
+		s := o.shards[id]
+		if s.consumer == nil || !slices.Contains(o.consumers, s.consumer) {
+			s.consumer = nil
+			pool = append(pool, s)
+			continue
+		}
+		load[s.consumer] = append(load[s.consumer], s)
+	}
+	atHi := 0
+	for _, c := range o.consumers {
+		limit := hi
+		if hi > lo && atHi >= extra {
+			limit = lo // only `extra` consumers may hold hi shards
+		}
+		if len(load[c]) > limit {
+			pool = append(pool, load[c][limit:]...)
+			load[c] = load[c][:limit]
+		}
+		if len(load[c]) == hi && hi > lo {
+			atHi++
+		}
+	}
+	for _, s := range pool {
+		var to *Consumer
+		for _, c := range o.consumers {
+			if to == nil || len(load[c]) < len(load[to]) {
+				to = c
+			}
+		}
+		o.move(s, to)
+		load[to] = append(load[to], s)
+	}
+}
+
+// move gives a shard to consumer to. Batches queued for the previous
+// consumer and not yet taken are due again, for the new one.
+func (o *owner) move(s *shardState, to *Consumer) {
+	if prev := s.consumer; prev != nil && prev != to {
+		for _, idx := range prev.unqueue(s.id) {
+			if b, ok := s.inflight[idx]; ok {
+				s.due(b)
+			}
+		}
+	}
+	s.consumer = to
+}

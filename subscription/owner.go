@@ -1,0 +1,392 @@
+package subscription
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weir-log/weir/api/hstreampb"
+	"github.com/weir-log/weir/cluster"
+)
+
+// Owner tuning.
+const (
+	// readEntries and readBytes bound one read of a shard's log.
+	readEntries = 64
+	readBytes   = 1 << 20
+	// reconcileEvery is how often an owner compares its shards with its
+	// stream's and checks that its subscription still exists.
+	reconcileEvery = time.Second
+	// saveTimeout bounds one checkpoint write to etcd.
+	saveTimeout = 5 * time.Second
+)
+
+// owner holds the whole state of one subscription on this node and runs it
+// on one goroutine (run): consumers, shard assignment, what is delivered and
+// unacked, ack timeouts and checkpoints. Other goroutines talk to it through
+// channels: do (a closure run on the loop), ackc and wakec.
+type owner struct {
+	m          *Manager
+	id         string
+	meta       cluster.SubscriptionMeta
+	log        *slog.Logger
+	ackTimeout time.Duration
+	window     int // maxUnackedRecords
+
+	reqc  chan func()
+	ackc  chan []*hstreampb.RecordId
+	wakec chan uint64   // a shard that was caught up has new entries
+	stopc chan struct{} // closed by stop
+	done  chan struct{} // closed when run has returned
+	wg    sync.WaitGroup
+
+	stopOnce      sync.Once
+	stopErr       error // set before stopc closes: why consumers are dropped
+	persistOnStop bool  // set before stopc closes
+	retired       atomic.Bool
+
+	// Owned by the loop goroutine.
+	consumers     []*Consumer // in the order they joined
+	shards        map[uint64]*shardState
+	shardIDs      []uint64 // sorted
+	rr            int      // where the next dispatch round starts
+	outstanding   int      // records delivered (or due again) and unacked
+	timeouts      []timeout
+	persisted     map[uint64]uint64 // the last checkpoint saved
+	lastSave      time.Time
+	lastReconcile time.Time
+}
+
+// timeout is when a delivery of a batch expires; gen tells a stale entry
+// (the batch was acked or delivered again since) from a live one.
+type timeout struct {
+	shard, index uint64
+	gen          uint32
+	deadline     time.Time
+}
+
+// startOwner claims a subscription for this node, loads its checkpoint and
+// starts its loop.
+func startOwner(ctx context.Context, m *Manager, id string) (*owner, error) {
+	meta, err := m.src.Subscription(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.src.ClaimSubscription(ctx, id); err != nil {
+		return nil, err
+	}
+	cp, _, err := m.src.Checkpoint(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	o := &owner{
+		m:          m,
+		id:         id,
+		meta:       meta,
+		log:        m.log.With("subscription", id),
+		ackTimeout: time.Duration(meta.AckTimeoutSeconds) * time.Second,
+		window:     int(meta.MaxUnackedRecords),
+		reqc:       make(chan func()),
+		ackc:       make(chan []*hstreampb.RecordId, 64),
+		wakec:      make(chan uint64, 64),
+		stopc:      make(chan struct{}),
+		done:       make(chan struct{}),
+		shards:     make(map[uint64]*shardState),
+		lastSave:   time.Now(),
+	}
+	if err := o.addShards(cp.Next); err != nil {
+		return nil, err
+	}
+	o.persisted = o.checkpoint()
+	o.log.Info("subscription owner started", "stream", meta.Stream, "shards", len(o.shardIDs), "checkpoint", o.persisted)
+	go o.run()
+	return o, nil
+}
+
+// addShards adds the stream's shards the owner does not have yet. A shard
+// starts at its checkpoint, else at the subscription's resolved start, else
+// (a shard added to the stream after the subscription was created) at its
+// first entry.
+func (o *owner) addShards(checkpoint map[uint64]uint64) error {
+	metas, err := o.m.src.StreamShards(o.meta.Stream)
+	if err != nil {
+		return err
+	}
+	added := false
+	for _, sm := range metas {
+		if _, ok := o.shards[sm.ID]; ok {
+			continue
+		}
+		lg, err := o.m.src.Shard(sm.ID)
+		if err != nil {
+			return err
+		}
+		next, ok := checkpoint[sm.ID]
+		if !ok {
+			if next, ok = o.meta.Start[sm.ID]; !ok {
+				next = lg.First()
+			}
+		}
+		o.shards[sm.ID] = &shardState{id: sm.ID, log: lg, next: next, inflight: make(map[uint64]*inflightBatch)}
+		o.shardIDs = append(o.shardIDs, sm.ID)
+		added = true
+		if checkpoint == nil {
+			o.log.Info("new shard of the stream joins the subscription", "shard", sm.ID, "from", next)
+		}
+	}
+	if added {
+		slices.Sort(o.shardIDs)
+		o.rebalance()
+	}
+	return nil
+}
+
+func (o *owner) run() {
+	defer close(o.done)
+	tick := time.NewTicker(o.m.opts.Tick)
+	defer tick.Stop()
+	for {
+		select {
+		case f := <-o.reqc:
+			f()
+		case ids := <-o.ackc:
+			o.acked(ids)
+		case id := <-o.wakec:
+			if s := o.shards[id]; s != nil {
+				s.waiting = false
+			}
+		case now := <-tick.C:
+			o.expire(now)
+			if now.Sub(o.lastReconcile) >= reconcileEvery {
+				o.lastReconcile = now
+				o.reconcile()
+			}
+			if now.Sub(o.lastSave) >= o.m.opts.CheckpointInterval {
+				o.save(now)
+			}
+		case <-o.stopc:
+			o.finish()
+			return
+		}
+		o.dispatch(time.Now())
+	}
+}
+
+// finish drops the consumers and, when the node is shutting down, takes
+// the acks already queued and persists the checkpoint.
+func (o *owner) finish() {
+	for _, c := range o.consumers {
+		c.fail(o.stopErr)
+	}
+	if !o.persistOnStop {
+		return
+	}
+	for drained := false; !drained; {
+		select {
+		case ids := <-o.ackc:
+			o.acked(ids)
+		default:
+			drained = true
+		}
+	}
+	o.save(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+	defer cancel()
+	if err := o.m.src.ReleaseSubscription(ctx, o.id); err != nil {
+		o.log.Warn("releasing the subscription", "err", err)
+	}
+}
+
+// do runs f on the loop and waits for it; it fails once the loop is gone.
+func (o *owner) do(f func()) error {
+	ran := make(chan struct{})
+	select {
+	case o.reqc <- func() { f(); close(ran) }:
+	case <-o.done:
+		return o.stopErr
+	}
+	<-ran
+	return nil
+}
+
+// stop ends the loop: consumers' deliveries end with err, and the
+// checkpoint is persisted if persist is set. It waits for the loop and its
+// waiters. Idempotent: the first call's err and persist win.
+func (o *owner) stop(err error, persist bool) {
+	o.stopOnce.Do(func() {
+		o.stopErr, o.persistOnStop = err, persist
+		o.retired.Store(true)
+		close(o.stopc)
+	})
+	<-o.done
+	o.wg.Wait()
+}
+
+// shutdown stops the owner because the node is closing.
+func (o *owner) shutdown() {
+	o.stop(fmt.Errorf("%w: the server is shutting down; reconnect to continue", ErrClosed), true)
+}
+
+// retire stops the owner because its subscription is being deleted; without
+// force it refuses while consumers are attached. Once it has agreed, no new
+// consumer can attach.
+func (o *owner) retire(force bool, why error) error {
+	var refused error
+	err := o.do(func() {
+		if !force && len(o.consumers) > 0 {
+			names := make([]string, len(o.consumers))
+			for i, c := range o.consumers {
+				names[i] = c.info.Name
+			}
+			refused = fmt.Errorf("%w: subscription %q has %d consumer(s) attached (%v); stop them first, or delete with force",
+				ErrActiveConsumers, o.id, len(o.consumers), names)
+			return
+		}
+		o.retired.Store(true)
+	})
+	if refused != nil {
+		return refused
+	}
+	if err != nil && !errors.Is(err, ErrDeleted) && !errors.Is(err, ErrClosed) {
+		return err
+	}
+	o.stop(why, false)
+	return nil
+}
+
+// attach adds a consumer and rebalances the shards.
+func (o *owner) attach(info ConsumerInfo) (*Consumer, error) {
+	var (
+		c   *Consumer
+		bad error
+	)
+	err := o.do(func() {
+		if o.retired.Load() {
+			bad = fmt.Errorf("%w: subscription %q is being deleted", cluster.ErrSubscriptionNotFound, o.id)
+			return
+		}
+		for _, other := range o.consumers {
+			if other.info.Name == info.Name {
+				bad = fmt.Errorf("%w: consumer %q is already attached to subscription %q", ErrConsumerExists, info.Name, o.id)
+				return
+			}
+		}
+		c = newConsumer(o, info)
+		o.consumers = append(o.consumers, c)
+		o.log.Info("consumer attached", "consumer", info.Name, "from", info.URI, "consumers", len(o.consumers))
+		o.rebalance()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, bad
+}
+
+// detach removes a consumer: what it holds unacked is due again, and its
+// shards go to the others.
+func (o *owner) detach(c *Consumer) {
+	_ = o.do(func() {
+		i := slices.Index(o.consumers, c)
+		if i < 0 {
+			return
+		}
+		o.consumers = slices.Delete(o.consumers, i, i+1)
+		for _, id := range o.shardIDs {
+			s := o.shards[id]
+			for _, b := range s.inflight {
+				if b.consumer == c {
+					s.due(b)
+				}
+			}
+			if s.consumer == c {
+				s.consumer = nil
+			}
+		}
+		o.log.Info("consumer detached", "consumer", c.info.Name, "consumers", len(o.consumers))
+		o.rebalance()
+	})
+}
+
+// ack hands acks to the loop; it blocks while the loop is behind.
+func (o *owner) ack(ids []*hstreampb.RecordId) {
+	select {
+	case o.ackc <- ids:
+	case <-o.done:
+	}
+}
+
+func (o *owner) consumerList() ([]ConsumerInfo, error) {
+	var out []ConsumerInfo
+	err := o.do(func() {
+		for _, c := range o.consumers {
+			out = append(out, c.info)
+		}
+	})
+	slices.SortFunc(out, func(a, b ConsumerInfo) int { return cmpString(a.Name, b.Name) })
+	return out, err
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (o *owner) persistedCheckpoint() (map[uint64]uint64, error) {
+	var out map[uint64]uint64
+	err := o.do(func() { out = maps.Clone(o.persisted) })
+	return out, err
+}
+
+// reconcile picks up shards added to the stream and notices a subscription
+// deleted behind the owner's back (by another node).
+func (o *owner) reconcile() {
+	if _, err := o.m.src.Subscription(o.id); errors.Is(err, cluster.ErrSubscriptionNotFound) {
+		o.log.Info("the subscription was deleted; dropping its consumers")
+		o.retired.Store(true)
+		for _, c := range o.consumers {
+			c.fail(fmt.Errorf("%w: subscription %q was deleted", ErrDeleted, o.id))
+		}
+		o.consumers = nil
+		return
+	}
+	if err := o.addShards(nil); err != nil && !errors.Is(err, cluster.ErrStreamNotFound) {
+		o.log.Warn("looking for new shards of the stream", "stream", o.meta.Stream, "err", err)
+	}
+}
+
+// checkpoint is the acknowledged prefix of every shard.
+func (o *owner) checkpoint() map[uint64]uint64 {
+	cp := make(map[uint64]uint64, len(o.shards))
+	for id, s := range o.shards {
+		cp[id] = s.checkpoint()
+	}
+	return cp
+}
+
+// save persists the checkpoint if it moved since the last save.
+func (o *owner) save(now time.Time) {
+	o.lastSave = now
+	cp := o.checkpoint()
+	if maps.Equal(cp, o.persisted) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+	defer cancel()
+	if err := o.m.src.SaveCheckpoint(ctx, o.id, cluster.Checkpoint{Next: cp, SavedAt: now.UTC()}); err != nil {
+		o.log.Warn("saving the checkpoint", "err", err)
+		return
+	}
+	o.persisted = cp
+	o.m.met.checkpoints.Add(1)
+}
