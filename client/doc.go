@@ -6,6 +6,7 @@
 //	Dial ──► admin:   CreateStream, GetStream, ListStreams, DeleteStream, ListShards
 //	     ──► produce: Append
 //	     ──► read:    ReadStream, ReadShardStream, shard readers (CreateShardReader, ReadShard, …)
+//	     ──► consume: subscriptions (CreateSubscription, GetSubscription, …), Consume
 //	     ──► API():   every other RPC, raw
 //
 // # Producing
@@ -23,6 +24,23 @@
 // function per record; without an end offset they follow the stream until
 // the context is done. DecodeReceived unpacks a raw ReceivedRecord for
 // callers using API() directly.
+//
+// # Consuming
+//
+// A subscription is a consumer group over a stream: the server splits the
+// stream's shards among the consumers attached to it, delivers each record
+// until it is acked (again after the subscription's ack timeout), and keeps
+// each shard's committed progress. Consume attaches one consumer over the
+// StreamingFetch RPC and calls a handler per record; Message.Ack queues the
+// record's ack, and a single sender goroutine sends acks in batches (by
+// count, WithAckBufferSize, or by age, WithAckAgeLimit):
+//
+//	server ══StreamingFetch══► receive ──► loop: handler(m) ──► m.Ack()
+//	   ▲                         (one batch in hand)               │
+//	   └──── {subId, consumer, ackIds} ◄── ack sender ◄── ack buffer
+//
+// When Consume stops (ctx done, handler error) it sends the pending acks and
+// half-closes the stream first.
 //
 // # Errors
 //

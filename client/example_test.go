@@ -2,8 +2,11 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
+	"os"
+	"os/signal"
 	"time"
 
 	"github.com/weir-log/weir/api/hstreampb"
@@ -40,6 +43,33 @@ func Example() {
 		return nil
 	})
 	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Create a subscription and print its records as they arrive, acking each,
+// until interrupted. It needs a running server, so it is compiled but not
+// run.
+func ExampleClient_Consume() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	c, err := client.Dial(ctx, "127.0.0.1:6570")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	if _, err := c.CreateSubscription(ctx, "sensors-alerts", "sensors",
+		client.WithSubscriptionOffset(hstreampb.SpecialOffset_EARLIEST), client.WithAckTimeout(time.Minute)); err != nil {
+		log.Fatal(err)
+	}
+	err = c.Consume(ctx, "sensors-alerts", "alerts-1", func(_ context.Context, m *client.Message) error {
+		fmt.Printf("%s %s %s\n", wire.FormatRecordID(m.Record.ID), m.Record.Key, m.Record.Payload)
+		m.Ack()
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Fatal(err)
 	}
 }

@@ -3,10 +3,14 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/weir-log/weir/api/hstreampb"
@@ -16,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // fakeServer is an in-memory HStreamApi: streams with shards tiled by
@@ -30,6 +35,31 @@ type fakeServer struct {
 	listShardsCalls int
 	appendCalls     int
 	lastCreate      *hstreampb.Stream
+
+	// Subscriptions: what the unary RPCs keep and saw.
+	subs                map[string]*hstreampb.Subscription
+	subOffsets          map[string][]*hstreampb.SubscriptionOffset
+	consumers           map[string][]*hstreampb.Consumer
+	lastCreateSub       *hstreampb.Subscription
+	lastDeleteSub       *hstreampb.DeleteSubscriptionRequest
+	listSubsCalls       int
+	listSubsPrefixCalls int
+
+	// StreamingFetch: after a consumer registers, the fake sends the
+	// subscription's deliveries, one batch per response; then it ends the
+	// stream with fetchErr if set, with OK if fetchEnd, and else records
+	// the client's requests until the client half-closes.
+	deliveries      map[string][]*hstreampb.ReceivedRecord
+	fetchErr        error
+	fetchEnd        bool
+	fetchLog        []fetchRequest // every request of every fetch stream, in arrival order
+	fetchHalfClosed int            // fetch streams the client half-closed
+}
+
+// fetchRequest is one StreamingFetchRequest the fake received, and when.
+type fetchRequest struct {
+	req *hstreampb.StreamingFetchRequest
+	at  time.Time
 }
 
 // hstreamError builds an error the way HStreamDB does: a gRPC status whose
@@ -47,8 +77,12 @@ func hstreamError(c codes.Code, code hstreampb.ErrorCode, text string) error {
 func startFake(t *testing.T) (*fakeServer, *Client) {
 	t.Helper()
 	fs := &fakeServer{
-		streams: make(map[string][]*hstreampb.Shard),
-		logs:    make(map[uint64][]*hstreampb.BatchedRecord),
+		streams:    make(map[string][]*hstreampb.Shard),
+		logs:       make(map[uint64][]*hstreampb.BatchedRecord),
+		subs:       make(map[string]*hstreampb.Subscription),
+		subOffsets: make(map[string][]*hstreampb.SubscriptionOffset),
+		consumers:  make(map[string][]*hstreampb.Consumer),
+		deliveries: make(map[string][]*hstreampb.ReceivedRecord),
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -212,4 +246,157 @@ func (fs *fakeServer) ReadShardStream(req *hstreampb.ReadShardStreamRequest, ss 
 		return err
 	}
 	return ss.Send(&hstreampb.ReadShardStreamResponse{ReceivedRecords: rrs})
+}
+
+func subscriptionNotFound(id string) error {
+	return hstreamError(codes.NotFound, hstreampb.ErrorCode_SubscriptionNotFound, "subscription "+id+" not found")
+}
+
+func (fs *fakeServer) CreateSubscription(_ context.Context, req *hstreampb.Subscription) (*hstreampb.Subscription, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.lastCreateSub = proto.Clone(req).(*hstreampb.Subscription)
+	if _, ok := fs.subs[req.GetSubscriptionId()]; ok {
+		return nil, hstreamError(codes.AlreadyExists, hstreampb.ErrorCode_SubscriptionExists, "subscription "+req.GetSubscriptionId()+" exists")
+	}
+	created := proto.Clone(req).(*hstreampb.Subscription)
+	created.CreationTime = timestamppb.Now()
+	fs.subs[req.GetSubscriptionId()] = created
+	return created, nil
+}
+
+func (fs *fakeServer) GetSubscription(_ context.Context, req *hstreampb.GetSubscriptionRequest) (*hstreampb.GetSubscriptionResponse, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	sub, ok := fs.subs[req.GetId()]
+	if !ok {
+		return nil, subscriptionNotFound(req.GetId())
+	}
+	return &hstreampb.GetSubscriptionResponse{Subscription: sub, Offsets: fs.subOffsets[req.GetId()]}, nil
+}
+
+// sortedSubs returns the subscriptions whose id starts with prefix, by id.
+func (fs *fakeServer) sortedSubs(prefix string) []*hstreampb.Subscription {
+	var out []*hstreampb.Subscription
+	for id, s := range fs.subs {
+		if strings.HasPrefix(id, prefix) {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b *hstreampb.Subscription) int {
+		return strings.Compare(a.GetSubscriptionId(), b.GetSubscriptionId())
+	})
+	return out
+}
+
+func (fs *fakeServer) ListSubscriptions(context.Context, *hstreampb.ListSubscriptionsRequest) (*hstreampb.ListSubscriptionsResponse, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.listSubsCalls++
+	return &hstreampb.ListSubscriptionsResponse{Subscription: fs.sortedSubs("")}, nil
+}
+
+func (fs *fakeServer) ListSubscriptionsWithPrefix(_ context.Context, req *hstreampb.ListSubscriptionsWithPrefixRequest) (*hstreampb.ListSubscriptionsResponse, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.listSubsPrefixCalls++
+	return &hstreampb.ListSubscriptionsResponse{Subscription: fs.sortedSubs(req.GetPrefix())}, nil
+}
+
+func (fs *fakeServer) CheckSubscriptionExist(_ context.Context, req *hstreampb.CheckSubscriptionExistRequest) (*hstreampb.CheckSubscriptionExistResponse, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	_, ok := fs.subs[req.GetSubscriptionId()]
+	return &hstreampb.CheckSubscriptionExistResponse{Exists: ok}, nil
+}
+
+func (fs *fakeServer) DeleteSubscription(_ context.Context, req *hstreampb.DeleteSubscriptionRequest) (*emptypb.Empty, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.lastDeleteSub = proto.Clone(req).(*hstreampb.DeleteSubscriptionRequest)
+	id := req.GetSubscriptionId()
+	if _, ok := fs.subs[id]; !ok {
+		return nil, subscriptionNotFound(id)
+	}
+	if len(fs.consumers[id]) > 0 && !req.GetForce() {
+		return nil, hstreamError(codes.FailedPrecondition, hstreampb.ErrorCode_SubscriptionFoundActiveConsumers, "subscription "+id+" has active consumers")
+	}
+	delete(fs.subs, id)
+	return &emptypb.Empty{}, nil
+}
+
+func (fs *fakeServer) ListConsumers(_ context.Context, req *hstreampb.ListConsumersRequest) (*hstreampb.ListConsumersResponse, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if _, ok := fs.subs[req.GetSubscriptionId()]; !ok {
+		return nil, subscriptionNotFound(req.GetSubscriptionId())
+	}
+	return &hstreampb.ListConsumersResponse{Consumers: fs.consumers[req.GetSubscriptionId()]}, nil
+}
+
+// logFetch records one StreamingFetchRequest.
+func (fs *fakeServer) logFetch(req *hstreampb.StreamingFetchRequest) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.fetchLog = append(fs.fetchLog, fetchRequest{req: req, at: time.Now()})
+}
+
+// fetchRequests returns the requests received so far.
+func (fs *fakeServer) fetchRequests() []fetchRequest {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return slices.Clone(fs.fetchLog)
+}
+
+// ackedIDs returns the ids of every ack received so far, as text, in order.
+func (fs *fakeServer) ackedIDs() []string {
+	var out []string
+	for _, r := range fs.fetchRequests() {
+		for _, id := range r.req.GetAckIds() {
+			out = append(out, wire.FormatRecordID(id))
+		}
+	}
+	return out
+}
+
+// StreamingFetch: see the fields above.
+func (fs *fakeServer) StreamingFetch(ss grpc.BidiStreamingServer[hstreampb.StreamingFetchRequest, hstreampb.StreamingFetchResponse]) error {
+	first, err := ss.Recv()
+	if err != nil {
+		return err
+	}
+	fs.logFetch(first)
+	id := first.GetSubscriptionId()
+	fs.mu.Lock()
+	_, ok := fs.subs[id]
+	batches := fs.deliveries[id]
+	fetchErr, fetchEnd := fs.fetchErr, fs.fetchEnd
+	fs.mu.Unlock()
+	if !ok {
+		return subscriptionNotFound(id)
+	}
+	for _, rr := range batches {
+		if err := ss.Send(&hstreampb.StreamingFetchResponse{ReceivedRecords: rr}); err != nil {
+			return err
+		}
+	}
+	switch {
+	case fetchErr != nil:
+		return fetchErr
+	case fetchEnd:
+		return nil
+	}
+	for {
+		req, err := ss.Recv()
+		if err == io.EOF {
+			fs.mu.Lock()
+			fs.fetchHalfClosed++
+			fs.mu.Unlock()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fs.logFetch(req)
+	}
 }

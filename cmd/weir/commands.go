@@ -35,6 +35,8 @@ func addClientCommands(root *cobra.Command) {
 		newShardCmd(g),
 		newAppendCmd(g),
 		newReadCmd(g),
+		newSubCmd(g),
+		newConsumeCmd(g),
 	} {
 		cmd.PersistentFlags().StringVar(&g.addr, "addr", addrDefault, "server address host:port (env WEIR_ADDR)")
 		root.AddCommand(cmd)

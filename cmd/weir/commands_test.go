@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -158,4 +161,92 @@ func TestJSONRecord(t *testing.T) {
 
 	_, err = recordPrinter(&buf, "yaml")
 	require.EqualError(t, err, `--format "yaml": want text or json`)
+}
+
+// runWeir runs the weir command line in-process with args and stdin, and
+// returns what it wrote to stdout.
+func runWeir(ctx context.Context, stdin string, args ...string) (string, error) {
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetArgs(args)
+	root.SetIn(strings.NewReader(stdin))
+	root.SetOut(&out)
+	root.SetErr(io.Discard)
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func TestSubscriptionOpts(t *testing.T) {
+	opts, err := subscriptionOpts(600*time.Second, 10000, "latest")
+	require.NoError(t, err)
+	require.Len(t, opts, 3)
+	_, err = subscriptionOpts(time.Second, 1, "EARLIEST")
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		ackTimeout time.Duration
+		maxUnacked int
+		offset     string
+		want       string
+	}{
+		{0, 1, "latest", "--ack-timeout 0s: want a whole number of seconds, from 1s to 2147483647s"},
+		{1500 * time.Millisecond, 1, "latest", "--ack-timeout 1.5s: want a whole number of seconds"},
+		{-time.Second, 1, "latest", "--ack-timeout -1s: want a whole number of seconds"},
+		{(1 << 31) * time.Second, 1, "latest", "--ack-timeout 596523h14m8s: want a whole number of seconds"},
+		{time.Second, 0, "latest", "--max-unacked 0: want 1 to 2147483647"},
+		{time.Second, 1 << 31, "latest", "--max-unacked 2147483648: want 1 to 2147483647"},
+		{time.Second, 1, "middle", `--offset "middle": want earliest or latest`},
+		{time.Second, 1, "", `--offset "": want earliest or latest`},
+	} {
+		_, err := subscriptionOpts(tc.ackTimeout, tc.maxUnacked, tc.offset)
+		require.ErrorContains(t, err, tc.want)
+	}
+}
+
+func TestDefaultConsumerName(t *testing.T) {
+	name := defaultConsumerName()
+	require.Regexp(t, regexp.MustCompile(`^weir-consume-[A-Za-z0-9_-]+-[0-9]+$`), name)
+	require.True(t, strings.HasSuffix(name, "-"+strconv.Itoa(os.Getpid())), name)
+}
+
+// TestSubscriptionFlagErrors checks that bad flags are refused before any
+// server is dialed: --addr points where nothing listens.
+func TestSubscriptionFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sub", "create", "x"}, `required flag(s) "stream" not set`},
+		{[]string{"sub", "create", "x", "--stream", ""}, `--stream "": want the stream to subscribe to`},
+		{[]string{"sub", "create", "--stream", "s"}, "sub create: want exactly one SUB argument, got 0"},
+		{[]string{"sub", "create", "x", "--stream", "s", "--offset", "middle"}, `--offset "middle": want earliest or latest`},
+		{[]string{"sub", "create", "x", "--stream", "s", "--ack-timeout", "1500ms"}, "--ack-timeout 1.5s: want a whole number of seconds"},
+		{[]string{"sub", "create", "x", "--stream", "s", "--max-unacked", "0"}, "--max-unacked 0: want 1 to"},
+		{[]string{"sub", "get"}, "sub get: want exactly one SUB argument, got 0"},
+		{[]string{"sub", "delete", "a", "b"}, "sub delete: want exactly one SUB argument, got 2"},
+		{[]string{"sub", "consumers"}, "sub consumers: want exactly one SUB argument, got 0"},
+		{[]string{"sub", "list", "x"}, `unknown command "x"`},
+		{[]string{"consume"}, "consume: want exactly one SUB argument, got 0"},
+		{[]string{"consume", "s", "--max", "-1"}, "--max -1: want 0 (no limit) or more"},
+		{[]string{"consume", "s", "--format", "yaml"}, `--format "yaml": want text or json`},
+		{[]string{"consume", "s", "--consumer", ""}, `--consumer "": want a consumer name`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := runWeir(t.Context(), "", append(tc.args, "--addr", "127.0.0.1:1")...)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestPrintSubscriptions(t *testing.T) {
+	var buf bytes.Buffer
+	require.NoError(t, printSubscriptions(&buf, []*hstreampb.Subscription{{
+		SubscriptionId: "alerts", StreamName: "sensors", AckTimeoutSeconds: 30, MaxUnackedRecords: 100, Offset: hstreampb.SpecialOffset_EARLIEST,
+	}}))
+	require.Equal(t, "ID      STREAM   ACK-TIMEOUT  MAX-UNACKED  OFFSET    CREATED\n"+
+		"alerts  sensors  30s          100          earliest  -\n", buf.String())
+
+	buf.Reset()
+	require.NoError(t, printSubscriptionOffsets(&buf, []*hstreampb.SubscriptionOffset{{ShardId: 9, BatchId: 4}, {ShardId: 2, BatchId: 11}}))
+	require.Equal(t, "SHARD  BATCH\n2      11\n9      4\n", buf.String(), "by shard id")
 }

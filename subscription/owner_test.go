@@ -1,0 +1,193 @@
+package subscription
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/weir-log/weir/api/hstreampb"
+	"github.com/weir-log/weir/cluster"
+)
+
+func sub(id, stream string, window int32, start map[uint64]uint64) cluster.SubscriptionMeta {
+	return cluster.SubscriptionMeta{ID: id, Stream: stream, AckTimeoutSeconds: 60, MaxUnackedRecords: window,
+		Offset: cluster.OffsetEarliest, Start: start}
+}
+
+func attach(t *testing.T, m *Manager, subID, name string) *Consumer {
+	t.Helper()
+	c, err := m.Attach(context.Background(), subID, ConsumerInfo{Name: name})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+func TestShardAddedToTheStreamIsPickedUp(t *testing.T) {
+	src := newFakeSource()
+	first := src.addShard("s", 1)
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c")
+
+	first.append(t, 1)
+	assert.Equal(t, uint64(1), next(t, c).GetRecordIds()[0].GetShardId())
+
+	// A shard that appears later starts at its first entry: everything in
+	// it is newer than the subscription.
+	added := src.addShard("s", 2)
+	added.append(t, 2)
+	added.append(t, 1)
+	rr := next(t, c)
+	assert.Equal(t, uint64(2), rr.GetRecordIds()[0].GetShardId())
+	assert.Equal(t, uint64(1), rr.GetRecordIds()[0].GetBatchId())
+	assert.Len(t, rr.GetRecordIds(), 2)
+	assert.Equal(t, uint64(2), next(t, c).GetRecordIds()[0].GetBatchId())
+}
+
+func TestTrimmedPastTheCheckpointContinuesAtTheFirstRecord(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	for range 10 {
+		lg.append(t, 1)
+	}
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
+	src.checkpoints["g"] = cluster.Checkpoint{Next: map[uint64]uint64{1: 3}}
+	lg.trim(7) // retention removed 3..6 before they were delivered
+
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c")
+	assert.Equal(t, uint64(7), next(t, c).GetRecordIds()[0].GetBatchId())
+	assert.Equal(t, uint64(1), m.Stats().Gaps)
+}
+
+func TestBatchLargerThanTheWindowStillGoesOut(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	src.addSub(sub("g", "s", 2, map[uint64]uint64{1: 1}))
+	lg.append(t, 5)
+	lg.append(t, 1)
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c")
+
+	rr := next(t, c)
+	require.Len(t, rr.GetRecordIds(), 5, "a batch over the window goes out alone")
+	nothingMore(t, c, 50*time.Millisecond)
+	c.Ack(rr.GetRecordIds())
+	assert.Equal(t, uint64(2), next(t, c).GetRecordIds()[0].GetBatchId())
+}
+
+func TestCloseSavesTheAcknowledgedPrefix(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
+	for range 5 {
+		lg.append(t, 2)
+	}
+	m, err := New(Options{Source: src, CheckpointInterval: time.Hour})
+	require.NoError(t, err)
+	c, err := m.Attach(context.Background(), "g", ConsumerInfo{Name: "c"})
+	require.NoError(t, err)
+	var got []*hstreampb.ReceivedRecord
+	for range 5 {
+		got = append(got, next(t, c))
+	}
+	c.Ack(got[0].GetRecordIds())
+	c.Ack(got[1].GetRecordIds())
+	c.Ack(got[3].GetRecordIds())                           // not contiguous: the prefix ends at 3
+	c.Ack(got[2].GetRecordIds()[:1])                       // half a batch: still not done
+	c.Ack([]*hstreampb.RecordId{{ShardId: 1, BatchId: 9}}) // never delivered
+
+	m.Close()
+	_, err = c.Next(context.Background())
+	require.ErrorIs(t, err, ErrClosed)
+	cp, saves := src.saved("g")
+	assert.Equal(t, 1, saves, "one save, at close")
+	assert.Equal(t, map[uint64]uint64{1: 3}, cp.Next)
+	assert.Equal(t, uint64(1), m.Stats().IgnoredAcks)
+	assert.Equal(t, uint64(7), m.Stats().AckedRecords)
+}
+
+func TestCheckpointsAreCoalesced(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	src.addSub(sub("g", "s", 1000, map[uint64]uint64{1: 1}))
+	m, err := New(Options{Source: src, CheckpointInterval: 200 * time.Millisecond, Tick: 5 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	c := attach(t, m, "g", "c")
+	start := time.Now()
+	for range 200 {
+		lg.append(t, 1)
+		c.Ack(next(t, c).GetRecordIds())
+	}
+	require.Eventually(t, func() bool {
+		cp, _ := src.saved("g")
+		return cp.Next[1] == 201
+	}, 5*time.Second, 10*time.Millisecond)
+	_, saves := src.saved("g")
+	elapsed := time.Since(start)
+	assert.LessOrEqual(t, saves, int(elapsed/(200*time.Millisecond))+1, "200 acks in %s made %d saves", elapsed, saves)
+}
+
+// TestRebalance joins and removes consumers at random and checks, after
+// every change, that each shard has exactly one live consumer, loads differ
+// by at most one, and a join moves no more shards than the newcomer gets.
+func TestRebalance(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, shards := range []int{1, 2, 5, 6, 12} {
+		o := &owner{shards: make(map[uint64]*shardState)}
+		for i := range shards {
+			id := uint64(i + 1)
+			o.shards[id] = &shardState{id: id, inflight: map[uint64]*inflightBatch{}}
+			o.shardIDs = append(o.shardIDs, id)
+		}
+		for step := range 60 {
+			before := make(map[uint64]*Consumer)
+			for id, s := range o.shards {
+				before[id] = s.consumer
+			}
+			joining := len(o.consumers) == 0 || (len(o.consumers) < 7 && rng.IntN(2) == 0)
+			if joining {
+				o.consumers = append(o.consumers, &Consumer{info: ConsumerInfo{Name: "c"}})
+			} else {
+				i := rng.IntN(len(o.consumers))
+				gone := o.consumers[i]
+				o.consumers = append(o.consumers[:i], o.consumers[i+1:]...)
+				for _, s := range o.shards {
+					if s.consumer == gone {
+						s.consumer = nil
+					}
+				}
+			}
+			o.rebalance()
+			if len(o.consumers) == 0 {
+				for id, s := range o.shards {
+					require.Nil(t, s.consumer, "shard %d kept a consumer that left", id)
+				}
+				continue
+			}
+			load := make(map[*Consumer]int)
+			moved := 0
+			for id, s := range o.shards {
+				require.NotNil(t, s.consumer, "shards %d step %d: shard %d unassigned", shards, step, id)
+				require.Contains(t, o.consumers, s.consumer)
+				load[s.consumer]++
+				if before[id] != nil && before[id] != s.consumer {
+					moved++
+				}
+			}
+			lo, hi := shards, 0
+			for _, c := range o.consumers {
+				lo, hi = min(lo, load[c]), max(hi, load[c])
+			}
+			require.LessOrEqual(t, hi-lo, 1, "shards %d step %d: loads %v", shards, step, load)
+			if joining {
+				require.LessOrEqual(t, moved, load[o.consumers[len(o.consumers)-1]], "shards %d step %d: a join moved %d shards", shards, step, moved)
+			}
+		}
+	}
+}
