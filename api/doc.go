@@ -46,4 +46,14 @@
 // goroutine per shard, sending under a mutex and sharing the maxReadBatches
 // budget; shard readers (readers.go) persist their position after every
 // read that moves it.
+//
+// # Subscriptions
+//
+// Subscription RPCs validate and convert (subscriptions.go); the state of a
+// consumer group lives in package subscription. StreamingFetch registers the
+// consumer with the first request, passes the acks of later ones on from a
+// receiving goroutine, and sends what the consumer's queue holds, one batch
+// per response. The client closing its side is the consumer leaving (the
+// fetch ends OK); a deleted subscription ends it with NotFound, a node
+// shutting down with Unavailable.
 package api

@@ -1,6 +1,9 @@
 // Package cluster owns a node's share of weir: its registration in etcd, the
-// metadata catalog (streams, shards, shard readers), and the raft group of
-// every shard the node hosts.
+// metadata catalog (streams, shards, shard readers, subscriptions with their
+// checkpoints and ownership keys), and the raft group of every shard the node
+// hosts. Subscriptions' runtime state is package subscription's; this package
+// stores them and guards them against streams being deleted under them (see
+// subscriptions.go).
 //
 // A shard is a raft group (go.etcd.io/raft/v3) whose log is the data: one
 // entry holds one BatchedRecord as the producer sent it, behind a small

@@ -60,15 +60,7 @@ func BenchmarkAppend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	apis := make([]hstreampb.HStreamApiClient, many)
-	for i := range apis {
-		conn, err := grpc.NewClient(n.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { conn.Close() })
-		apis[i] = hstreampb.NewHStreamApiClient(conn)
-	}
+	apis := benchClients(b, n.Addr, many)
 
 	type totals struct {
 		appends int
@@ -79,32 +71,12 @@ func BenchmarkAppend(b *testing.B) {
 	// run appends with k appenders for d and adds what it saw to t.
 	run := func(k int, d time.Duration, t *totals) {
 		before := n.Server.Store().Stats()
-		var stop atomic.Bool
-		lat := make([][]time.Duration, k)
 		start := time.Now()
-		var wg sync.WaitGroup
-		for a := range k {
-			req := &hstreampb.AppendRequest{StreamName: "bench", ShardId: shards.Shards[a%4].ShardId, Records: batch}
-			wg.Go(func() {
-				for !stop.Load() {
-					t0 := time.Now()
-					if _, err := apis[a].Append(ctx, req); err != nil {
-						b.Error(err)
-						return
-					}
-					lat[a] = append(lat[a], time.Since(t0))
-				}
-			})
-		}
-		time.Sleep(d)
-		stop.Store(true)
-		wg.Wait()
+		lat := appendFor(b, apis[:k], shards.Shards, d, func(int) *hstreampb.BatchedRecord { return batch })
 		t.elapsed += time.Since(start)
 		t.syncs += n.Server.Store().Stats().Syncs - before.Syncs
-		for _, l := range lat {
-			t.appends += len(l)
-			t.lat = append(t.lat, l...)
-		}
+		t.appends += len(lat)
+		t.lat = append(t.lat, lat...)
 	}
 	report := func(name string, t *totals) float64 {
 		slices.Sort(t.lat)
@@ -129,4 +101,46 @@ func BenchmarkAppend(b *testing.B) {
 		r32 := report(fmt.Sprint(many), &lots)
 		b.ReportMetric(r32/r1, "ratio")
 	}
+}
+
+// benchClients opens k connections to addr, one per simulated producer.
+func benchClients(b *testing.B, addr string, k int) []hstreampb.HStreamApiClient {
+	apis := make([]hstreampb.HStreamApiClient, k)
+	for i := range apis {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { conn.Close() })
+		apis[i] = hstreampb.NewHStreamApiClient(conn)
+	}
+	return apis
+}
+
+// appendFor runs one appender per client for d, appender a appending
+// batch(a) to shard a mod len(shards) of stream "bench" back to back, and
+// returns every append's latency.
+func appendFor(b *testing.B, apis []hstreampb.HStreamApiClient, shards []*hstreampb.Shard, d time.Duration,
+	batch func(appender int) *hstreampb.BatchedRecord) []time.Duration {
+	var stop atomic.Bool
+	lat := make([][]time.Duration, len(apis))
+	var wg sync.WaitGroup
+	for a, api := range apis {
+		shard := shards[a%len(shards)].ShardId
+		wg.Go(func() {
+			for !stop.Load() {
+				req := &hstreampb.AppendRequest{StreamName: "bench", ShardId: shard, Records: batch(a)}
+				t0 := time.Now()
+				if _, err := api.Append(context.Background(), req); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[a] = append(lat[a], time.Since(t0))
+			}
+		})
+	}
+	time.Sleep(d)
+	stop.Store(true)
+	wg.Wait()
+	return slices.Concat(lat...)
 }

@@ -31,6 +31,10 @@ type inflightBatch struct {
 	acked    []bool // per record; nil until the first ack
 	consumer *Consumer
 	gen      uint32 // bumped by every delivery
+	// sent: a consumer was sent the batch before it fell due again, so the
+	// next delivery is a redelivery (not so for a batch taken back unsent
+	// from a consumer's queue).
+	sent bool
 }
 
 // checkpoint is the lowest index not yet acknowledged in full.
@@ -44,12 +48,13 @@ func (s *shardState) checkpoint() uint64 {
 	return s.next
 }
 
-// due marks a batch for delivery again, to whoever receives the shard next.
-func (s *shardState) due(b *inflightBatch) {
+// due marks a batch for delivery again, to whoever receives the shard next;
+// sent says whether its consumer was sent it.
+func (s *shardState) due(b *inflightBatch, sent bool) {
 	if b.consumer == nil {
 		return
 	}
-	b.consumer = nil
+	b.consumer, b.sent = nil, sent
 	if i, found := slices.BinarySearch(s.pending, b.index); !found {
 		s.pending = slices.Insert(s.pending, i, b.index)
 	}
@@ -114,8 +119,10 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 			continue
 		}
 		keep := b.unackedPositions()
+		if b.sent {
+			count(&o.m.met.redelivered, o.m.met.redeliveredVec, o.id, b.unacked)
+		}
 		o.deliver(s, b, ents[0], keep, now)
-		count(&o.m.met.redelivered, o.m.met.redeliveredVec, o.id, b.unacked)
 		return true
 	}
 
@@ -260,7 +267,7 @@ func (o *owner) expire(now time.Time) {
 			continue
 		}
 		if b, ok := s.inflight[t.index]; ok && b.gen == t.gen {
-			s.due(b)
+			s.due(b, true)
 		}
 	}
 	if n > 0 {
@@ -328,7 +335,7 @@ func (o *owner) move(s *shardState, to *Consumer) {
 	if prev := s.consumer; prev != nil && prev != to {
 		for _, idx := range prev.unqueue(s.id) {
 			if b, ok := s.inflight[idx]; ok {
-				s.due(b)
+				s.due(b, false)
 			}
 		}
 	}

@@ -1,7 +1,75 @@
-// Package subscription will own the read path of consumer groups: the
-// subscription owner, consumers, dispatch of shards to consumers, ack
-// windows, redelivery and checkpoints (StreamingFetch).
+// Package subscription owns the read path of consumer groups: the owner of
+// each subscription, its consumers, the dispatch of shards to consumers,
+// the window of unacked records, redelivery and checkpoints. The gRPC
+// StreamingFetch handler (package api) is a thin shell over it.
 //
-// It holds no code yet: until it arrives, the subscription RPCs answer
-// UNIMPLEMENTED saying subscriptions are not available in this version.
+// # One owner per subscription
+//
+// A subscription's whole state lives on one node, in one goroutine (owner.run),
+// so no lock guards it. The node claims the subscription with an ownership
+// key in etcd under its lease (cluster.Node.ClaimSubscription) when the first
+// consumer attaches, and every checkpoint write is guarded by that key, so a
+// later cluster issue can move ownership and a node that lost its lease cannot
+// overwrite its successor's progress. Other goroutines reach the owner through
+// channels: a closure run on the loop (attach, detach, delete, listings), acks,
+// and wake-ups from shards that have new entries.
+//
+//	StreamingFetch ─┬─ first request ─► Manager.Attach ─► owner.attach: rebalance
+//	                ├─ later requests ─► Consumer.Ack ──► owner.ackc
+//	                └─ send loop ◄──── Consumer.Next ◄── consumer queue ◄─┐
+//	                                                                      │
+//	owner loop: acks ─► window frees ─► dispatch: per shard, in turn ─────┘
+//	            tick ─► expired acks due again; new shards; checkpoint
+//	            wake ─► a caught-up shard committed more
+//
+// # Dispatch
+//
+// Each shard goes to exactly one attached consumer, so a key's records reach
+// one consumer, in log order. Assignment is balanced (every consumer gets
+// ⌊S/C⌋ or ⌈S/C⌉ shards) and moves as few shards as it can when consumers join
+// or leave. The owner reads each shard's committed entries straight from the
+// log (never through raft), one batch per delivery, and hands them to the
+// consumer's queue; a consumer's RPC goroutine builds the ReceivedRecord and
+// sends it, so encoding runs in parallel across consumers. A shard with
+// nothing new gets one waiter goroutine on its Committed channel.
+//
+// # Window, acks and redelivery
+//
+// maxUnackedRecords bounds the records delivered and not yet acked (due again
+// included), over all consumers: reads stop when it is full and go on as acks
+// free it. A batch larger than the whole window goes out alone when nothing
+// else is outstanding, so it cannot wedge the subscription. That bound also
+// bounds every consumer queue. Acks name records by id and are accepted from
+// any consumer; acks of records never delivered, or of other shards, are
+// ignored and counted.
+//
+// A batch whose ack timeout passes, or whose consumer leaves, is due again:
+// before any new entry of its shard, it goes to the shard's consumer (the
+// same or another), re-read from the log. If some of its records were acked,
+// the consumer gets a smaller BatchedRecord of only the unacked ones (same
+// compression) with their own ids. When a shard moves to another consumer,
+// the batches queued for the old one but not yet sent move with it; what the
+// old one was sent stays with it until acked or timed out.
+//
+// # Checkpoints
+//
+// Per shard, the checkpoint is the lowest index not yet acknowledged in full:
+// everything below it is done. The owner persists it to etcd at most every
+// checkpoint interval (only when it moved) and when the node shuts down, never
+// per ack, so a crash redelivers at most what was acked in the last interval
+// and nothing acknowledged before the last checkpoint. GetSubscription reports
+// the persisted checkpoint. An owner resumes each shard at its checkpoint, or
+// at the subscription's start as resolved at creation (EARLIEST: the first
+// stored entry; LATEST: after the last committed one). If retention trimmed
+// past that point, it continues at the first entry still stored, and logs and
+// counts the gap.
+//
+// # Lifecycle
+//
+// Owners start on the first attach and run until the node closes (persisting
+// progress), or their subscription or its stream is deleted (ending the
+// consumers' fetches with ErrDeleted). A delete without force is refused
+// while consumers are attached. Every second an owner also looks for shards
+// added to its stream (they start at their first entry) and notices a
+// subscription deleted behind its back.
 package subscription

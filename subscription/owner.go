@@ -299,9 +299,13 @@ func (o *owner) detach(c *Consumer) {
 		o.consumers = slices.Delete(o.consumers, i, i+1)
 		for _, id := range o.shardIDs {
 			s := o.shards[id]
+			unsent := make(map[uint64]bool)
+			for _, idx := range c.unqueue(id) {
+				unsent[idx] = true
+			}
 			for _, b := range s.inflight {
 				if b.consumer == c {
-					s.due(b)
+					s.due(b, !unsent[b.index])
 				}
 			}
 			if s.consumer == c {
