@@ -275,6 +275,31 @@ func (o *owner) expire(now time.Time) {
 	}
 }
 
+// compact drops the bookkeeping of batches acked since: timeouts of acked
+// batches (they would wait out the ack timeout, which may be ten hours) and
+// indexes of acked batches behind an unacked one in a shard's order. Both
+// stay within twice what is in flight, plus a constant.
+func (o *owner) compact() {
+	const slack = 1024
+	live := 0
+	for _, s := range o.shards {
+		live += len(s.inflight)
+		if len(s.order) > 2*len(s.inflight)+slack {
+			s.order = slices.DeleteFunc(s.order, func(idx uint64) bool { _, ok := s.inflight[idx]; return !ok })
+		}
+	}
+	if len(o.timeouts) > 2*live+slack {
+		o.timeouts = slices.DeleteFunc(o.timeouts, func(t timeout) bool {
+			s := o.shards[t.shard]
+			if s == nil {
+				return true
+			}
+			b, ok := s.inflight[t.index]
+			return !ok || b.gen != t.gen
+		})
+	}
+}
+
 // rebalance spreads the shards over the consumers, one consumer per shard,
 // each consumer getting ⌊S/C⌋ or ⌈S/C⌉, moving as few shards as it can. A
 // shard that moves leaves its queued, unsent batches to the new consumer;

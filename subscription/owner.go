@@ -163,6 +163,7 @@ func (o *owner) run() {
 			}
 		case now := <-tick.C:
 			o.expire(now)
+			o.compact()
 			if now.Sub(o.lastReconcile) >= reconcileEvery {
 				o.lastReconcile = now
 				o.reconcile()

@@ -191,3 +191,30 @@ func TestRebalance(t *testing.T) {
 		}
 	}
 }
+
+// TestBookkeepingStaysBounded acks thousands of batches behind one that is
+// never acked, under a long ack timeout: neither the timeout queue nor the
+// shard's order may grow with them.
+func TestBookkeepingStaysBounded(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c")
+	lg.append(t, 1)
+	next(t, c) // never acked
+	for range 5000 {
+		lg.append(t, 1)
+		c.Ack(next(t, c).GetRecordIds())
+	}
+	o, err := m.owner(context.Background(), "g", false)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		var timeouts, order int
+		require.NoError(t, o.do(func() { timeouts, order = len(o.timeouts), len(o.shards[1].order) }))
+		return timeouts <= 1024+2 && order <= 1024+2
+	}, 5*time.Second, 10*time.Millisecond)
+	cp := map[uint64]uint64{}
+	require.NoError(t, o.do(func() { cp = o.checkpoint() }))
+	assert.Equal(t, map[uint64]uint64{1: 1}, cp, "the unacked first batch holds the checkpoint")
+}
