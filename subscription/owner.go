@@ -59,7 +59,6 @@ type owner struct {
 	outstanding   int      // records delivered (or due again) and unacked
 	timeouts      []timeout
 	persisted     map[uint64]uint64 // the last checkpoint saved
-	lastSave      time.Time
 	lastReconcile time.Time
 }
 
@@ -98,9 +97,8 @@ func startOwner(ctx context.Context, m *Manager, id string) (*owner, error) {
 		stopc:      make(chan struct{}),
 		done:       make(chan struct{}),
 		shards:     make(map[uint64]*shardState),
-		lastSave:   time.Now(),
 	}
-	if err := o.addShards(cp.Next); err != nil {
+	if err := o.addShards(cp.Next, false); err != nil {
 		return nil, err
 	}
 	o.persisted = o.checkpoint()
@@ -112,8 +110,9 @@ func startOwner(ctx context.Context, m *Manager, id string) (*owner, error) {
 // addShards adds the stream's shards the owner does not have yet. A shard
 // starts at its checkpoint, else at the subscription's resolved start, else
 // (a shard added to the stream after the subscription was created) at its
-// first entry.
-func (o *owner) addShards(checkpoint map[uint64]uint64) error {
+// first entry. later says the owner is running: a shard added now is new to
+// the stream.
+func (o *owner) addShards(checkpoint map[uint64]uint64, later bool) error {
 	metas, err := o.m.src.StreamShards(o.meta.Stream)
 	if err != nil {
 		return err
@@ -136,7 +135,7 @@ func (o *owner) addShards(checkpoint map[uint64]uint64) error {
 		o.shards[sm.ID] = &shardState{id: sm.ID, log: lg, next: next, inflight: make(map[uint64]*inflightBatch)}
 		o.shardIDs = append(o.shardIDs, sm.ID)
 		added = true
-		if checkpoint == nil {
+		if later {
 			o.log.Info("new shard of the stream joins the subscription", "shard", sm.ID, "from", next)
 		}
 	}
@@ -151,6 +150,8 @@ func (o *owner) run() {
 	defer close(o.done)
 	tick := time.NewTicker(o.m.opts.Tick)
 	defer tick.Stop()
+	saves := time.NewTicker(o.m.opts.CheckpointInterval)
+	defer saves.Stop()
 	for {
 		select {
 		case f := <-o.reqc:
@@ -168,9 +169,8 @@ func (o *owner) run() {
 				o.lastReconcile = now
 				o.reconcile()
 			}
-			if now.Sub(o.lastSave) >= o.m.opts.CheckpointInterval {
-				o.save(now)
-			}
+		case now := <-saves.C:
+			o.save(now)
 		case <-o.stopc:
 			o.finish()
 			return
@@ -365,7 +365,7 @@ func (o *owner) reconcile() {
 		o.consumers = nil
 		return
 	}
-	if err := o.addShards(nil); err != nil && !errors.Is(err, cluster.ErrStreamNotFound) {
+	if err := o.addShards(nil, true); err != nil && !errors.Is(err, cluster.ErrStreamNotFound) {
 		o.log.Warn("looking for new shards of the stream", "stream", o.meta.Stream, "err", err)
 	}
 }
@@ -381,7 +381,6 @@ func (o *owner) checkpoint() map[uint64]uint64 {
 
 // save persists the checkpoint if it moved since the last save.
 func (o *owner) save(now time.Time) {
-	o.lastSave = now
 	cp := o.checkpoint()
 	if maps.Equal(cp, o.persisted) {
 		return

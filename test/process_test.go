@@ -52,7 +52,7 @@ type proc struct {
 	args  []string
 	addr  string
 	cmd   *exec.Cmd
-	log   *bytes.Buffer
+	log   *syncBuffer
 	waitc chan error
 }
 
@@ -73,7 +73,7 @@ func newProc(t *testing.T) *proc {
 
 func (p *proc) start() {
 	p.t.Helper()
-	p.log = new(bytes.Buffer)
+	p.log = new(syncBuffer)
 	p.cmd = exec.Command(weirBinary(p.t), p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	require.NoError(p.t, p.cmd.Start())
@@ -130,4 +130,23 @@ func (p *proc) stop() {
 		p.t.Fatalf("weir server did not stop within 30s of SIGTERM:\n%s", p.log)
 	}
 	p.cmd = nil
+}
+
+// syncBuffer is the child's output: written by exec's copying goroutine while
+// the process runs, read by the test (failure messages) at any time.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
