@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/weir-log/weir/api"
 	"github.com/weir-log/weir/cluster"
@@ -153,7 +154,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	// record takes at least 4 bytes of a batch: 4 × the largest batch
 	// bounds it.
 	maxBatch := int(cfg.Store.MaxBatchSize)
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(maxBatch+1<<20), grpc.MaxSendMsgSize(4*maxBatch+1<<20))
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(maxBatch+1<<20), grpc.MaxSendMsgSize(4*maxBatch+1<<20),
+		// Pings find connections that died without a FIN, so a consumer
+		// that reconnects is not refused its own name for long, and clients
+		// may ping every 10 s without being sent away.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	svc := api.NewService(api.Options{
 		Node:          s.node,
 		Subscriptions: s.subs,

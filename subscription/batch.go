@@ -2,6 +2,7 @@ package subscription
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -52,8 +53,9 @@ type delivery struct {
 	shard      uint64
 	index      uint64
 	appendTime time.Time
-	batch      []byte   // marshaled BatchedRecord, as stored
-	keep       []uint32 // positions to send, in order; nil = all
+	batch      []byte      // marshaled BatchedRecord, as stored
+	keep       []uint32    // positions to send, in order; nil = all
+	taken      atomic.Bool // Next took it for sending
 }
 
 // received builds what the consumer is sent: the batch with its publishTime

@@ -98,8 +98,16 @@ func (c *Consumer) Next(ctx context.Context) (*hstreampb.ReceivedRecord, error) 
 			d := c.queue[0]
 			c.queue[0] = nil
 			c.queue = c.queue[1:]
+			d.taken.Store(true)
 			c.mu.Unlock()
-			return d.received()
+			rr, err := d.received()
+			if err != nil {
+				// A batch that cannot be built would fail every
+				// consumer in turn: skip it, and go on.
+				_ = c.o.do(func() { c.o.dropCorrupt(d.shard, d.index, err) })
+				continue
+			}
+			return rr, nil
 		}
 		c.mu.Unlock()
 		select {

@@ -15,8 +15,11 @@ type shardState struct {
 	log      Log
 	consumer *Consumer // the one consumer that receives this shard; nil: none
 	next     uint64    // the next index to read from the log
+	low      uint64    // where this owner started reading: nothing below was delivered by it
 	waiting  bool      // caught up: a waiter watches the log for more
 	gone     bool      // the shard was deleted
+	handoff  bool      // moved: new entries wait until no other consumer holds its batches
+	retryAt  time.Time // a read failed: try again after this
 
 	inflight map[uint64]*inflightBatch // delivered and not acked in full, by index
 	order    []uint64                  // indexes of inflight, increasing; may hold acked ones at the front
@@ -30,7 +33,8 @@ type inflightBatch struct {
 	unacked  int    // records not acked yet
 	acked    []bool // per record; nil until the first ack
 	consumer *Consumer
-	gen      uint32 // bumped by every delivery
+	last     *delivery // the latest delivery of the batch
+	gen      uint32    // bumped by every delivery
 	// sent: a consumer was sent the batch before it fell due again, so the
 	// next delivery is a redelivery (not so for a batch taken back unsent
 	// from a consumer's queue).
@@ -58,6 +62,32 @@ func (s *shardState) due(b *inflightBatch, sent bool) {
 	if i, found := slices.BinarySearch(s.pending, b.index); !found {
 		s.pending = slices.Insert(s.pending, i, b.index)
 	}
+}
+
+// dueAll marks many batches due at once (a consumer left): sent tells, per
+// batch, whether the consumer was sent it. One sort instead of an insertion
+// per batch.
+func (s *shardState) dueAll(bs []*inflightBatch, sent func(*inflightBatch) bool) {
+	for _, b := range bs {
+		if b.consumer == nil {
+			continue
+		}
+		b.consumer, b.sent = nil, sent(b)
+		s.pending = append(s.pending, b.index)
+	}
+	slices.Sort(s.pending)
+	s.pending = slices.Compact(s.pending)
+}
+
+// heldElsewhere reports whether a consumer other than the shard's own still
+// holds a batch of it, sent and unacked.
+func (s *shardState) heldElsewhere() bool {
+	for _, b := range s.inflight {
+		if b.consumer != nil && b.consumer != s.consumer {
+			return true
+		}
+	}
+	return false
 }
 
 // unackedPositions lists the records still unacked, or nil if none was
@@ -96,7 +126,7 @@ func (o *owner) dispatch(now time.Time) {
 // serve delivers to a shard's consumer one batch due again, or a read's
 // worth of new entries within the window. It reports whether it delivered.
 func (o *owner) serve(s *shardState, now time.Time) bool {
-	if s.consumer == nil || s.gone {
+	if s.consumer == nil || s.gone || now.Before(s.retryAt) {
 		return false
 	}
 	for len(s.pending) > 0 {
@@ -130,6 +160,15 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 	if s.waiting || (room <= 0 && o.outstanding > 0) {
 		return false
 	}
+	if s.handoff {
+		// One consumer per shard at a time: the new one starts on new
+		// entries once the previous one has acked (or timed out) what it
+		// was sent, so a key's records are never processed by two at once.
+		if s.heldElsewhere() {
+			return false
+		}
+		s.handoff = false
+	}
 	if first := s.log.First(); s.next < first {
 		o.log.Warn("gap: retention trimmed entries before they were delivered", "shard", s.id, "from", s.next, "first", first)
 		count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
@@ -142,6 +181,10 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 		return false
 	}
 	if len(ents) == 0 {
+		if s.log.Removed() {
+			o.shardFailed(s, cluster.ErrShardNotFound)
+			return false
+		}
 		// Nothing through committed holds records; wait for more.
 		s.next = max(s.next, committed+1)
 		s.waiting = true
@@ -176,8 +219,9 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 func (o *owner) deliver(s *shardState, b *inflightBatch, e cluster.Entry, keep []uint32, now time.Time) {
 	b.consumer = s.consumer
 	b.gen++
+	b.last = &delivery{shard: s.id, index: e.Index, appendTime: e.AppendTime, batch: e.Batch, keep: keep}
 	o.timeouts = append(o.timeouts, timeout{shard: s.id, index: b.index, gen: b.gen, deadline: now.Add(o.ackTimeout)})
-	s.consumer.push(&delivery{shard: s.id, index: e.Index, appendTime: e.AppendTime, batch: e.Batch, keep: keep})
+	s.consumer.push(b.last)
 	count(&o.m.met.delivered, o.m.met.deliveredVec, o.id, b.unacked)
 }
 
@@ -197,14 +241,39 @@ func (o *owner) wait(id uint64, grown <-chan struct{}) {
 	}()
 }
 
-// shardFailed stops serving a shard that cannot be read.
+// shardFailed handles a failed read. A deleted shard is dropped: what it
+// had outstanding no longer counts against the window. Any other error is
+// logged and the read retried a second later.
 func (o *owner) shardFailed(s *shardState, err error) {
-	if errors.Is(err, cluster.ErrShardNotFound) {
-		o.log.Info("shard deleted; no longer delivering it", "shard", s.id)
-	} else {
-		o.log.Error("reading a shard failed; no longer delivering it", "shard", s.id, "err", err)
+	if !errors.Is(err, cluster.ErrShardNotFound) {
+		o.log.Error("reading a shard failed; retrying in a second", "shard", s.id, "err", err)
+		s.retryAt = time.Now().Add(time.Second)
+		return
 	}
+	o.log.Info("shard deleted; no longer delivering it", "shard", s.id)
 	s.gone = true
+	for _, b := range s.inflight {
+		o.outstanding -= b.unacked
+	}
+	clear(s.inflight)
+	s.order, s.pending = nil, nil
+}
+
+// dropCorrupt gives up on a delivered batch that cannot be built (its entry
+// is not a BatchedRecord): it counts as a gap, so consumers go on.
+func (o *owner) dropCorrupt(shard, index uint64, why error) {
+	s := o.shards[shard]
+	if s == nil {
+		return
+	}
+	b, ok := s.inflight[index]
+	if !ok {
+		return
+	}
+	o.log.Error("skipping a log entry that cannot be delivered", "shard", shard, "index", index, "err", why)
+	count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
+	o.outstanding -= b.unacked
+	delete(s.inflight, index)
 }
 
 // acked applies acks. Acks of records never delivered, of other shards, or
@@ -219,7 +288,7 @@ func (o *owner) acked(ids []*hstreampb.RecordId) {
 		}
 		b := s.inflight[id.GetBatchId()]
 		if b == nil {
-			if id.GetBatchId() < s.next {
+			if s.low <= id.GetBatchId() && id.GetBatchId() < s.next {
 				dup++ // acknowledged in full already
 			} else {
 				ignored++
@@ -248,7 +317,7 @@ func (o *owner) acked(ids []*hstreampb.RecordId) {
 	}
 	count(&o.m.met.acked, o.m.met.ackedVec, o.id, ok)
 	count(&o.m.met.ignored, o.m.met.ignoredVec, o.id, ignored)
-	o.m.met.dupAcks.Add(uint64(dup))
+	count(&o.m.met.dupAcks, o.m.met.dupAcksVec, o.id, dup)
 	if ignored > 0 {
 		o.log.Debug("ignored acks of records never delivered", "count", ignored)
 	}
@@ -266,9 +335,17 @@ func (o *owner) expire(now time.Time) {
 		if s == nil {
 			continue
 		}
-		if b, ok := s.inflight[t.index]; ok && b.gen == t.gen {
-			s.due(b, true)
+		b, ok := s.inflight[t.index]
+		if !ok || b.gen != t.gen || b.consumer == nil {
+			continue
 		}
+		if !b.last.taken.Load() {
+			// Still queued, never sent (the consumer is not keeping up):
+			// the clock starts again rather than a second copy queuing.
+			o.timeouts = append(o.timeouts, timeout{shard: t.shard, index: t.index, gen: t.gen, deadline: now.Add(o.ackTimeout)})
+			continue
+		}
+		s.due(b, true)
 	}
 	if n > 0 {
 		o.timeouts = slices.Delete(o.timeouts, 0, n)
@@ -363,6 +440,9 @@ func (o *owner) move(s *shardState, to *Consumer) {
 				s.due(b, false)
 			}
 		}
+	}
+	if s.consumer != nil && s.consumer != to {
+		s.handoff = true
 	}
 	s.consumer = to
 }

@@ -38,18 +38,30 @@
 // maxUnackedRecords bounds the records delivered and not yet acked (due again
 // included), over all consumers: reads stop when it is full and go on as acks
 // free it. A batch larger than the whole window goes out alone when nothing
-// else is outstanding, so it cannot wedge the subscription. That bound also
-// bounds every consumer queue. Acks name records by id and are accepted from
-// any consumer; acks of records never delivered, or of other shards, are
-// ignored and counted.
+// else is outstanding, so it cannot wedge the subscription. Acks name records
+// by id and are accepted from any consumer, and acks already handed to the
+// owner are applied before any later request (such as the consumer's
+// detach). Acks of records never delivered, or of other shards, are ignored
+// and counted; repeated acks are counted as duplicates.
+//
+// A read that fails is retried a second later; a shard deleted under the
+// owner is dropped, and what it had outstanding stops counting. An entry
+// that cannot be built into a delivery is skipped as a gap, so it cannot
+// fail consumer after consumer.
 //
 // A batch whose ack timeout passes, or whose consumer leaves, is due again:
 // before any new entry of its shard, it goes to the shard's consumer (the
 // same or another), re-read from the log. If some of its records were acked,
 // the consumer gets a smaller BatchedRecord of only the unacked ones (same
-// compression) with their own ids. When a shard moves to another consumer,
-// the batches queued for the old one but not yet sent move with it; what the
-// old one was sent stays with it until acked or timed out.
+// compression) with their own ids. The ack timeout of a batch still queued
+// (its consumer is not keeping up) starts again instead: a consumer never
+// holds two copies of a batch, so the window bounds its queue too.
+//
+// When a shard moves to another consumer, the batches queued for the old one
+// but not yet sent move with it, and the new one gets the shard's new entries
+// only once the old one has acked (or timed out) what it was sent: one
+// consumer per shard at a time, even during a handoff. A consumer that
+// leaves frees its shards at once: all it held is due again.
 //
 // # Checkpoints
 //

@@ -22,6 +22,7 @@ type fakeLog struct {
 	entries []cluster.Entry // increasing indexes
 	first   uint64
 	grown   chan struct{}
+	fail    error // the next Read fails with it
 }
 
 func newFakeLog() *fakeLog { return &fakeLog{first: 1, grown: make(chan struct{})} }
@@ -50,6 +51,13 @@ func (l *fakeLog) append(t *testing.T, n int) uint64 {
 	return idx
 }
 
+// failNextRead makes the next Read fail.
+func (l *fakeLog) failNextRead(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fail = err
+}
+
 // trim drops every entry below first.
 func (l *fakeLog) trim(first uint64) {
 	l.mu.Lock()
@@ -63,6 +71,10 @@ func (l *fakeLog) trim(first uint64) {
 func (l *fakeLog) Read(from uint64, maxEntries, _ int) ([]cluster.Entry, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if err := l.fail; err != nil {
+		l.fail = nil
+		return nil, err
+	}
 	var out []cluster.Entry
 	for _, e := range l.entries {
 		if e.Index >= from && len(out) < maxEntries {
@@ -80,6 +92,8 @@ func (l *fakeLog) Committed() (uint64, <-chan struct{}) {
 	}
 	return l.entries[len(l.entries)-1].Index, l.grown
 }
+
+func (l *fakeLog) Removed() bool { return false }
 
 func (l *fakeLog) First() uint64 {
 	l.mu.Lock()

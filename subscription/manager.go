@@ -24,6 +24,8 @@ type Log interface {
 	Committed() (uint64, <-chan struct{})
 	// First is the lowest index still stored.
 	First() uint64
+	// Removed reports that the shard was deleted.
+	Removed() bool
 }
 
 // Source is what the subscription layer needs of the node: metadata,
@@ -203,13 +205,16 @@ func (m *Manager) DeleteSubscription(ctx context.Context, subID string, force bo
 	if m.closed {
 		return ErrClosed
 	}
-	if o, ok := m.owners[subID]; ok {
-		if err := o.retire(force, fmt.Errorf("%w: subscription %q was deleted", ErrDeleted, subID)); err != nil {
-			return err
-		}
-		delete(m.owners, subID)
+	del := func() error { return m.src.DeleteSubscription(ctx, subID) }
+	o, ok := m.owners[subID]
+	if !ok {
+		return del()
 	}
-	return m.src.DeleteSubscription(ctx, subID)
+	if err := o.retire(force, fmt.Errorf("%w: subscription %q was deleted", ErrDeleted, subID), del); err != nil {
+		return err
+	}
+	delete(m.owners, subID)
+	return nil
 }
 
 // DeleteStream deletes a stream. Without force, a stream with subscriptions
@@ -224,7 +229,8 @@ func (m *Manager) DeleteStream(ctx context.Context, name string, force bool) err
 	deleted, err := m.src.DeleteStream(ctx, name, force)
 	for _, id := range deleted {
 		if o, ok := m.owners[id]; ok {
-			_ = o.retire(true, fmt.Errorf("%w: subscription %q was deleted with its stream %q", ErrDeleted, id, name))
+			_ = o.retire(true, fmt.Errorf("%w: subscription %q was deleted with its stream %q", ErrDeleted, id, name),
+				func() error { return nil })
 			delete(m.owners, id)
 		}
 	}
@@ -265,7 +271,7 @@ func (m *Manager) Stats() Stats { return m.met.stats() }
 type metrics struct {
 	delivered, redelivered, acked, ignored, dupAcks, gaps, checkpoints atomic.Uint64
 
-	deliveredVec, redeliveredVec, ackedVec, ignoredVec, gapsVec *prometheus.CounterVec
+	deliveredVec, redeliveredVec, ackedVec, ignoredVec, dupAcksVec, gapsVec *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -278,12 +284,13 @@ func newMetrics() *metrics {
 		redeliveredVec: vec("redelivered_records_total", "Records sent again after an ack timeout or a consumer leaving."),
 		ackedVec:       vec("acked_records_total", "Records acknowledged."),
 		ignoredVec:     vec("ignored_acks_total", "Acks of records never delivered, ignored."),
+		dupAcksVec:     vec("duplicate_acks_total", "Acks of records already acknowledged."),
 		gapsVec:        vec("gaps_total", "Times retention trimmed records before the subscription delivered them."),
 	}
 }
 
 func (mt *metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{mt.deliveredVec, mt.redeliveredVec, mt.ackedVec, mt.ignoredVec, mt.gapsVec} {
+	for _, c := range []prometheus.Collector{mt.deliveredVec, mt.redeliveredVec, mt.ackedVec, mt.ignoredVec, mt.dupAcksVec, mt.gapsVec} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("subscription: registering metrics: %w", err)
 		}

@@ -1,6 +1,7 @@
 package subscription
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -99,6 +100,9 @@ func startOwner(ctx context.Context, m *Manager, id string) (*owner, error) {
 		shards:     make(map[uint64]*shardState),
 	}
 	if err := o.addShards(cp.Next, false); err != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+		defer cancel()
+		_ = m.src.ReleaseSubscription(rctx, id)
 		return nil, err
 	}
 	o.persisted = o.checkpoint()
@@ -118,13 +122,15 @@ func (o *owner) addShards(checkpoint map[uint64]uint64, later bool) error {
 		return err
 	}
 	added := false
+	var firstErr error
 	for _, sm := range metas {
 		if _, ok := o.shards[sm.ID]; ok {
 			continue
 		}
 		lg, err := o.m.src.Shard(sm.ID)
 		if err != nil {
-			return err
+			firstErr = cmp.Or(firstErr, err) // the next reconcile tries again
+			continue
 		}
 		next, ok := checkpoint[sm.ID]
 		if !ok {
@@ -132,7 +138,7 @@ func (o *owner) addShards(checkpoint map[uint64]uint64, later bool) error {
 				next = lg.First()
 			}
 		}
-		o.shards[sm.ID] = &shardState{id: sm.ID, log: lg, next: next, inflight: make(map[uint64]*inflightBatch)}
+		o.shards[sm.ID] = &shardState{id: sm.ID, log: lg, next: next, low: next, inflight: make(map[uint64]*inflightBatch)}
 		o.shardIDs = append(o.shardIDs, sm.ID)
 		added = true
 		if later {
@@ -143,7 +149,7 @@ func (o *owner) addShards(checkpoint map[uint64]uint64, later bool) error {
 		slices.Sort(o.shardIDs)
 		o.rebalance()
 	}
-	return nil
+	return firstErr
 }
 
 func (o *owner) run() {
@@ -155,6 +161,9 @@ func (o *owner) run() {
 	for {
 		select {
 		case f := <-o.reqc:
+			// Acks already handed over go first: a consumer's last acks
+			// are queued before its detach, and must not lose to it.
+			o.drainAcks()
 			f()
 		case ids := <-o.ackc:
 			o.acked(ids)
@@ -188,19 +197,24 @@ func (o *owner) finish() {
 	if !o.persistOnStop {
 		return
 	}
-	for drained := false; !drained; {
-		select {
-		case ids := <-o.ackc:
-			o.acked(ids)
-		default:
-			drained = true
-		}
-	}
+	o.drainAcks()
 	o.save(time.Now())
 	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
 	defer cancel()
 	if err := o.m.src.ReleaseSubscription(ctx, o.id); err != nil {
 		o.log.Warn("releasing the subscription", "err", err)
+	}
+}
+
+// drainAcks applies every ack already queued, without waiting for more.
+func (o *owner) drainAcks() {
+	for {
+		select {
+		case ids := <-o.ackc:
+			o.acked(ids)
+		default:
+			return
+		}
 	}
 }
 
@@ -234,10 +248,11 @@ func (o *owner) shutdown() {
 	o.stop(fmt.Errorf("%w: the server is shutting down; reconnect to continue", ErrClosed), true)
 }
 
-// retire stops the owner because its subscription is being deleted; without
-// force it refuses while consumers are attached. Once it has agreed, no new
-// consumer can attach.
-func (o *owner) retire(force bool, why error) error {
+// retire stops the owner because its subscription is being deleted: del
+// deletes it from the catalog. Without force it refuses while consumers are
+// attached; once it has agreed no new consumer can attach, and if del fails
+// the owner carries on as before.
+func (o *owner) retire(force bool, why error, del func() error) error {
 	var refused error
 	err := o.do(func() {
 		if !force && len(o.consumers) > 0 {
@@ -255,6 +270,10 @@ func (o *owner) retire(force bool, why error) error {
 		return refused
 	}
 	if err != nil && !errors.Is(err, ErrDeleted) && !errors.Is(err, ErrClosed) {
+		return err
+	}
+	if err := del(); err != nil {
+		o.retired.Store(false)
 		return err
 	}
 	o.stop(why, false)
@@ -304,11 +323,13 @@ func (o *owner) detach(c *Consumer) {
 			for _, idx := range c.unqueue(id) {
 				unsent[idx] = true
 			}
+			var due []*inflightBatch
 			for _, b := range s.inflight {
 				if b.consumer == c {
-					s.due(b, !unsent[b.index])
+					due = append(due, b)
 				}
 			}
+			s.dueAll(due, func(b *inflightBatch) bool { return !unsent[b.index] })
 			if s.consumer == c {
 				s.consumer = nil
 			}

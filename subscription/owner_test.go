@@ -2,6 +2,7 @@ package subscription
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -217,4 +218,116 @@ func TestBookkeepingStaysBounded(t *testing.T) {
 	cp := map[uint64]uint64{}
 	require.NoError(t, o.do(func() { cp = o.checkpoint() }))
 	assert.Equal(t, map[uint64]uint64{1: 1}, cp, "the unacked first batch holds the checkpoint")
+}
+
+// queued is how many deliveries wait in a consumer's queue.
+func queued(c *Consumer) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
+func TestAcksBeforeLeavingAreNotRedelivered(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	src.addSub(sub("g", "s", 1000, map[uint64]uint64{1: 1}))
+	m := newTestManager(t, src)
+	a := attach(t, m, "g", "a")
+	b := attach(t, m, "g", "b")
+	for range 200 {
+		lg.append(t, 1)
+	}
+	holder, other := a, b
+	if queued(b) > 0 || queued(a) == 0 {
+		holder, other = b, a
+	}
+	for range 200 {
+		holder.Ack(next(t, holder).GetRecordIds())
+	}
+	holder.Close() // the acks were handed over first: none may lose to the detach
+	nothingMore(t, other, 100*time.Millisecond)
+	assert.Zero(t, m.Stats().RedeliveredRecords)
+}
+
+func TestAConsumerThatDoesNotSendGetsNoSecondCopies(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	m0 := sub("g", "s", 5, map[uint64]uint64{1: 1})
+	m0.AckTimeoutSeconds = 1
+	src.addSub(m0)
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c") // never calls Next
+	for range 5 {
+		lg.append(t, 1)
+	}
+	require.Eventually(t, func() bool { return queued(c) == 5 }, 5*time.Second, 5*time.Millisecond)
+	time.Sleep(2500 * time.Millisecond) // two ack timeouts
+	assert.Equal(t, 5, queued(c), "batches never sent are not queued again")
+	assert.Zero(t, m.Stats().RedeliveredRecords)
+}
+
+func TestAFailedReadIsRetried(t *testing.T) {
+	src := newFakeSource()
+	one := src.addShard("s", 1)
+	two := src.addShard("s", 2)
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1, 2: 1}))
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c")
+	one.failNextRead(errors.New("disk hiccup"))
+	one.append(t, 1)
+	two.append(t, 1)
+	got := map[uint64]bool{}
+	for range 2 {
+		rr := next(t, c)
+		got[rr.GetRecordIds()[0].GetShardId()] = true
+		c.Ack(rr.GetRecordIds())
+	}
+	assert.Equal(t, map[uint64]bool{1: true, 2: true}, got, "the shard whose read failed is read again")
+}
+
+func TestAcksBelowWhereTheOwnerStartedAreIgnored(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	for range 5 {
+		lg.append(t, 1)
+	}
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 4}))
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c")
+	rr := next(t, c)
+	require.Equal(t, uint64(4), rr.GetRecordIds()[0].GetBatchId())
+	c.Ack(rr.GetRecordIds())
+	c.Ack(rr.GetRecordIds())                               // again: a duplicate
+	c.Ack([]*hstreampb.RecordId{{ShardId: 1, BatchId: 2}}) // before the start: never delivered
+	require.Eventually(t, func() bool { st := m.Stats(); return st.DuplicateAcks == 1 && st.IgnoredAcks == 1 },
+		5*time.Second, 5*time.Millisecond, "%+v", m.Stats())
+}
+
+func TestAMovedShardWaitsForItsPreviousConsumer(t *testing.T) {
+	src := newFakeSource()
+	one := src.addShard("s", 1)
+	two := src.addShard("s", 2)
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1, 2: 1}))
+	m := newTestManager(t, src)
+	a := attach(t, m, "g", "a")
+	one.append(t, 1)
+	two.append(t, 1)
+	held := []*hstreampb.ReceivedRecord{next(t, a), next(t, a)} // sent to a, not acked
+
+	b := attach(t, m, "g", "b") // takes one of the shards
+	one.append(t, 1)
+	two.append(t, 1)
+	// a gets the new entry of the shard it kept; b gets nothing until a
+	// acks what it holds of the shard b took.
+	rr := next(t, a)
+	moved := uint64(3) - rr.GetRecordIds()[0].GetShardId()
+	nothingMore(t, b, 200*time.Millisecond)
+	for _, h := range held {
+		if h.GetRecordIds()[0].GetShardId() == moved {
+			a.Ack(h.GetRecordIds())
+		}
+	}
+	got := next(t, b)
+	assert.Equal(t, moved, got.GetRecordIds()[0].GetShardId())
+	assert.Equal(t, uint64(2), got.GetRecordIds()[0].GetBatchId())
 }
