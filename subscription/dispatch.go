@@ -143,14 +143,14 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 		}
 		if len(ents) == 0 || ents[0].Index != idx {
 			o.log.Warn("gap: retention trimmed a batch before it was acknowledged", "shard", s.id, "index", idx, "unacked", b.unacked)
-			count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
+			o.met.gaps.add(1)
 			o.outstanding -= b.unacked
 			delete(s.inflight, idx)
 			continue
 		}
 		keep := b.unackedPositions()
 		if b.sent {
-			count(&o.m.met.redelivered, o.m.met.redeliveredVec, o.id, b.unacked)
+			o.met.redelivered.add(b.unacked)
 		}
 		o.deliver(s, b, ents[0], keep, now)
 		return true
@@ -171,7 +171,7 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 	}
 	if first := s.log.First(); s.next < first {
 		o.log.Warn("gap: retention trimmed entries before they were delivered", "shard", s.id, "from", s.next, "first", first)
-		count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
+		o.met.gaps.add(1)
 		s.next = first
 	}
 	committed, grown := s.log.Committed()
@@ -191,12 +191,17 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 		o.wait(s.id, grown)
 		return false
 	}
+	if ents[0].Index > s.next && s.log.First() > s.next {
+		// Trimmed between the check above and the read.
+		o.log.Warn("gap: retention trimmed entries before they were delivered", "shard", s.id, "from", s.next, "first", ents[0].Index)
+		o.met.gaps.add(1)
+	}
 	delivered := false
 	for _, e := range ents {
 		n, err := batchSize(e.Batch)
 		if err != nil {
 			o.log.Error("skipping a log entry that is not a BatchedRecord", "shard", s.id, "index", e.Index, "err", err)
-			count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
+			o.met.gaps.add(1)
 			s.next = e.Index + 1
 			continue
 		}
@@ -222,7 +227,7 @@ func (o *owner) deliver(s *shardState, b *inflightBatch, e cluster.Entry, keep [
 	b.last = &delivery{shard: s.id, index: e.Index, appendTime: e.AppendTime, batch: e.Batch, keep: keep}
 	o.timeouts = append(o.timeouts, timeout{shard: s.id, index: b.index, gen: b.gen, deadline: now.Add(o.ackTimeout)})
 	s.consumer.push(b.last)
-	count(&o.m.met.delivered, o.m.met.deliveredVec, o.id, b.unacked)
+	o.met.delivered.add(b.unacked)
 }
 
 // wait starts a waiter that wakes the loop when the shard commits more.
@@ -271,7 +276,7 @@ func (o *owner) dropCorrupt(shard, index uint64, why error) {
 		return
 	}
 	o.log.Error("skipping a log entry that cannot be delivered", "shard", shard, "index", index, "err", why)
-	count(&o.m.met.gaps, o.m.met.gapsVec, o.id, 1)
+	o.met.gaps.add(1)
 	o.outstanding -= b.unacked
 	delete(s.inflight, index)
 }
@@ -315,9 +320,9 @@ func (o *owner) acked(ids []*hstreampb.RecordId) {
 			delete(s.inflight, b.index)
 		}
 	}
-	count(&o.m.met.acked, o.m.met.ackedVec, o.id, ok)
-	count(&o.m.met.ignored, o.m.met.ignoredVec, o.id, ignored)
-	count(&o.m.met.dupAcks, o.m.met.dupAcksVec, o.id, dup)
+	o.met.acked.add(ok)
+	o.met.ignored.add(ignored)
+	o.met.dupAcks.add(dup)
 	if ignored > 0 {
 		o.log.Debug("ignored acks of records never delivered", "count", ignored)
 	}

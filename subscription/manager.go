@@ -56,6 +56,10 @@ func (s nodeSource) Shard(id uint64) (Log, error) {
 	return sh, nil
 }
 
+// startTimeout bounds starting an owner (claiming it and reading its
+// checkpoint from etcd).
+const startTimeout = 10 * time.Second
+
 // DefaultCheckpointInterval is how often an owner persists the acknowledged
 // prefix of its shards, when Options.CheckpointInterval is 0.
 const DefaultCheckpointInterval = time.Second
@@ -145,6 +149,10 @@ func (m *Manager) owner(ctx context.Context, subID string, start bool) (*owner, 
 	if ok || !start {
 		return o, nil
 	}
+	// Starting reads etcd under m.mu: bound it, since clients send no
+	// deadline.
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
 	o, err = startOwner(ctx, m, subID)
 	if err != nil {
 		return nil, err
@@ -214,6 +222,7 @@ func (m *Manager) DeleteSubscription(ctx context.Context, subID string, force bo
 		return err
 	}
 	delete(m.owners, subID)
+	m.met.forget(subID)
 	return nil
 }
 
@@ -232,6 +241,7 @@ func (m *Manager) DeleteStream(ctx context.Context, name string, force bool) err
 			_ = o.retire(true, fmt.Errorf("%w: subscription %q was deleted with its stream %q", ErrDeleted, id, name),
 				func() error { return nil })
 			delete(m.owners, id)
+			m.met.forget(id)
 		}
 	}
 	return err
@@ -246,10 +256,12 @@ func (m *Manager) Close() {
 		return
 	}
 	m.closed = true
+	var wg sync.WaitGroup
 	for id, o := range m.owners {
-		o.shutdown()
+		wg.Go(o.shutdown) // each persists its checkpoint: in parallel
 		delete(m.owners, id)
 	}
+	wg.Wait()
 }
 
 // Stats are counters since the manager started, over all subscriptions.
@@ -310,11 +322,39 @@ func (mt *metrics) stats() Stats {
 	}
 }
 
-// count adds n to a total and its per-subscription counter.
-func count(total *atomic.Uint64, vec *prometheus.CounterVec, sub string, n int) {
-	if n <= 0 {
-		return
+// counter is one count of one subscription: it adds to the manager's total
+// and to the subscription's Prometheus series.
+type counter struct {
+	total *atomic.Uint64
+	sub   prometheus.Counter
+}
+
+func (c counter) add(n int) {
+	if n > 0 {
+		c.total.Add(uint64(n))
+		c.sub.Add(float64(n))
 	}
-	total.Add(uint64(n))
-	vec.WithLabelValues(sub).Add(float64(n))
+}
+
+// subCounters are an owner's counters, looked up once.
+type subCounters struct {
+	delivered, redelivered, acked, ignored, dupAcks, gaps counter
+}
+
+func (mt *metrics) forSubscription(id string) subCounters {
+	return subCounters{
+		delivered:   counter{&mt.delivered, mt.deliveredVec.WithLabelValues(id)},
+		redelivered: counter{&mt.redelivered, mt.redeliveredVec.WithLabelValues(id)},
+		acked:       counter{&mt.acked, mt.ackedVec.WithLabelValues(id)},
+		ignored:     counter{&mt.ignored, mt.ignoredVec.WithLabelValues(id)},
+		dupAcks:     counter{&mt.dupAcks, mt.dupAcksVec.WithLabelValues(id)},
+		gaps:        counter{&mt.gaps, mt.gapsVec.WithLabelValues(id)},
+	}
+}
+
+// forget drops a deleted subscription's series.
+func (mt *metrics) forget(id string) {
+	for _, v := range []*prometheus.CounterVec{mt.deliveredVec, mt.redeliveredVec, mt.ackedVec, mt.ignoredVec, mt.dupAcksVec, mt.gapsVec} {
+		v.DeleteLabelValues(id)
+	}
 }

@@ -37,6 +37,7 @@ type owner struct {
 	id         string
 	meta       cluster.SubscriptionMeta
 	log        *slog.Logger
+	met        subCounters
 	ackTimeout time.Duration
 	window     int // maxUnackedRecords
 
@@ -90,6 +91,7 @@ func startOwner(ctx context.Context, m *Manager, id string) (*owner, error) {
 		id:         id,
 		meta:       meta,
 		log:        m.log.With("subscription", id),
+		met:        m.met.forSubscription(id),
 		ackTimeout: time.Duration(meta.AckTimeoutSeconds) * time.Second,
 		window:     int(meta.MaxUnackedRecords),
 		reqc:       make(chan func()),
@@ -375,9 +377,11 @@ func (o *owner) persistedCheckpoint() (map[uint64]uint64, error) {
 }
 
 // reconcile picks up shards added to the stream and notices a subscription
-// deleted behind the owner's back (by another node).
+// deleted behind the owner's back (by another node), or deleted and created
+// again under the same id.
 func (o *owner) reconcile() {
-	if _, err := o.m.src.Subscription(o.id); errors.Is(err, cluster.ErrSubscriptionNotFound) {
+	cur, err := o.m.src.Subscription(o.id)
+	if errors.Is(err, cluster.ErrSubscriptionNotFound) || (err == nil && !cur.CreatedAt.Equal(o.meta.CreatedAt)) {
 		o.log.Info("the subscription was deleted; dropping its consumers")
 		o.retired.Store(true)
 		for _, c := range o.consumers {

@@ -331,3 +331,25 @@ func TestAMovedShardWaitsForItsPreviousConsumer(t *testing.T) {
 	assert.Equal(t, moved, got.GetRecordIds()[0].GetShardId())
 	assert.Equal(t, uint64(2), got.GetRecordIds()[0].GetBatchId())
 }
+
+func TestASubscriptionDeletedAndCreatedAgainElsewhereEndsItsConsumers(t *testing.T) {
+	src := newFakeSource()
+	src.addShard("s", 1)
+	m0 := sub("g", "s", 100, map[uint64]uint64{1: 1})
+	m0.CreatedAt = time.Now()
+	src.addSub(m0)
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c")
+
+	again := m0
+	again.CreatedAt = m0.CreatedAt.Add(time.Second)
+	src.addSub(again) // as another node's delete and create would leave it
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.Next(ctx)
+	require.ErrorIs(t, err, ErrDeleted)
+
+	// The next consumer gets a fresh owner for the new subscription.
+	d := attach(t, m, "g", "c")
+	nothingMore(t, d, 50*time.Millisecond)
+}
