@@ -1,6 +1,9 @@
 package cluster
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. The API layer maps them to gRPC and HStreamDB codes in one
 // table (api/errors.go); wrap them with %w to add detail.
@@ -26,3 +29,16 @@ var (
 	// key), or this node lost it.
 	ErrNotOwner = errors.New("cluster: subscription is owned by another node")
 )
+
+// CorruptEntryError is a log entry that does not decode, with where it is;
+// it unwraps to ErrCorruptEntry (through Err), so readers can skip it.
+type CorruptEntryError struct {
+	Shard, Index uint64
+	Err          error
+}
+
+func (e *CorruptEntryError) Error() string {
+	return fmt.Sprintf("shard %d index %d: %v", e.Shard, e.Index, e.Err)
+}
+
+func (e *CorruptEntryError) Unwrap() error { return e.Err }

@@ -80,7 +80,9 @@ func (s *Shard) Append(ctx context.Context, batch []byte) (uint64, time.Time, er
 // Read returns committed data entries with index >= max(from, First()), in
 // order, at most maxEntries of them and no more than maxBytes of batches
 // (but always at least one entry if any is available, however large). Entries that
-// hold no records (raft's own) are skipped. It does not block.
+// hold no records (raft's own) are skipped. It does not block. An entry that
+// does not decode ends the read with a *CorruptEntryError, returned with the
+// good entries before it.
 func (s *Shard) Read(from uint64, maxEntries, maxBytes int) ([]Entry, error) {
 	committed, _ := s.Committed()
 	from = max(from, s.First())
@@ -93,7 +95,7 @@ func (s *Shard) Read(from uint64, maxEntries, maxBytes int) ([]Entry, error) {
 	err := s.scan(from, committed+1, func(ent *raftpb.Entry) bool {
 		e, ok, err := dataEntry(ent)
 		if err != nil {
-			bad = fmt.Errorf("shard %d index %d: %w", s.meta.ID, ent.GetIndex(), err)
+			bad = &CorruptEntryError{Shard: s.meta.ID, Index: ent.GetIndex(), Err: err}
 			return false
 		}
 		if !ok {

@@ -53,9 +53,9 @@ type delivery struct {
 	shard      uint64
 	index      uint64
 	appendTime time.Time
-	batch      []byte      // marshaled BatchedRecord, as stored
-	keep       []uint32    // positions to send, in order; nil = all
-	taken      atomic.Bool // Next took it for sending
+	batch      []byte       // marshaled BatchedRecord, as stored
+	keep       []uint32     // positions to send, in order; nil = all
+	takenAt    atomic.Int64 // when Next took it for sending (unix ns); 0: still queued
 }
 
 // received builds what the consumer is sent: the batch with its publishTime

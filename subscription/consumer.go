@@ -3,6 +3,7 @@ package subscription
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/weir-log/weir/api/hstreampb"
 )
@@ -98,7 +99,7 @@ func (c *Consumer) Next(ctx context.Context) (*hstreampb.ReceivedRecord, error) 
 			d := c.queue[0]
 			c.queue[0] = nil
 			c.queue = c.queue[1:]
-			d.taken.Store(true)
+			d.takenAt.Store(time.Now().UnixNano())
 			c.mu.Unlock()
 			rr, err := d.received()
 			if err != nil {

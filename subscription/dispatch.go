@@ -18,8 +18,10 @@ type shardState struct {
 	low      uint64    // where this owner started reading: nothing below was delivered by it
 	waiting  bool      // caught up: a waiter watches the log for more
 	gone     bool      // the shard was deleted
-	handoff  bool      // moved: new entries wait until no other consumer holds its batches
+	handoff  bool      // moved: nothing goes out until no other consumer holds its batches
 	retryAt  time.Time // a read failed: try again after this
+
+	handoffCheck time.Time // during a handoff, when to look at the held batches again
 
 	inflight map[uint64]*inflightBatch // delivered and not acked in full, by index
 	order    []uint64                  // indexes of inflight, increasing; may hold acked ones at the front
@@ -129,20 +131,40 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 	if s.consumer == nil || s.gone || now.Before(s.retryAt) {
 		return false
 	}
+	if s.handoff {
+		// One consumer per shard at a time: after a move the new one gets
+		// nothing of the shard (due batches included) until the previous
+		// one has acked, or timed out, what it was sent, so a key's
+		// records are never processed by two at once. Held batches were
+		// sent, so each is acked or times out: this cannot wedge.
+		if now.Before(s.handoffCheck) {
+			return false
+		}
+		if s.heldElsewhere() {
+			s.handoffCheck = now.Add(handoffRecheck)
+			return false
+		}
+		s.handoff = false
+	}
 	for len(s.pending) > 0 {
 		idx := s.pending[0]
-		s.pending = s.pending[1:]
 		b, ok := s.inflight[idx]
 		if !ok || b.consumer != nil {
+			s.pending = s.pending[1:]
 			continue // acked, or delivered again, meanwhile
 		}
 		ents, err := s.log.Read(idx, 1, 1)
-		if err != nil {
-			o.shardFailed(s, err)
+		var corrupt *cluster.CorruptEntryError
+		switch {
+		case errors.As(err, &corrupt) && corrupt.Index == idx:
+			ents = nil // dropped as a gap below
+		case err != nil:
+			o.shardFailed(s, err) // still pending: tried again later
 			return false
 		}
+		s.pending = s.pending[1:]
 		if len(ents) == 0 || ents[0].Index != idx {
-			o.log.Warn("gap: retention trimmed a batch before it was acknowledged", "shard", s.id, "index", idx, "unacked", b.unacked)
+			o.log.Warn("gap: a batch due again is no longer readable (trimmed by retention, or corrupt)", "shard", s.id, "index", idx, "unacked", b.unacked)
 			o.met.gaps.add(1)
 			o.outstanding -= b.unacked
 			delete(s.inflight, idx)
@@ -160,15 +182,6 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 	if s.waiting || (room <= 0 && o.outstanding > 0) {
 		return false
 	}
-	if s.handoff {
-		// One consumer per shard at a time: the new one starts on new
-		// entries once the previous one has acked (or timed out) what it
-		// was sent, so a key's records are never processed by two at once.
-		if s.heldElsewhere() {
-			return false
-		}
-		s.handoff = false
-	}
 	if first := s.log.First(); s.next < first {
 		o.log.Warn("gap: retention trimmed entries before they were delivered", "shard", s.id, "from", s.next, "first", first)
 		o.met.gaps.add(1)
@@ -176,7 +189,17 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 	}
 	committed, grown := s.log.Committed()
 	ents, err := s.log.Read(s.next, min(max(room, 1), readEntries), readBytes)
-	if err != nil {
+	var corrupt *cluster.CorruptEntryError
+	switch {
+	case errors.As(err, &corrupt) && len(ents) == 0:
+		// Skip the entry: it can never be delivered.
+		o.log.Error("gap: skipping a log entry that does not decode", "shard", s.id, "index", corrupt.Index, "err", err)
+		o.met.gaps.add(1)
+		s.next = corrupt.Index + 1
+		return true // read on
+	case errors.As(err, &corrupt):
+		// Deliver the good entries before it; the next read meets it.
+	case err != nil:
 		o.shardFailed(s, err)
 		return false
 	}
@@ -225,9 +248,19 @@ func (o *owner) deliver(s *shardState, b *inflightBatch, e cluster.Entry, keep [
 	b.consumer = s.consumer
 	b.gen++
 	b.last = &delivery{shard: s.id, index: e.Index, appendTime: e.AppendTime, batch: e.Batch, keep: keep}
-	o.timeouts = append(o.timeouts, timeout{shard: s.id, index: b.index, gen: b.gen, deadline: now.Add(o.ackTimeout)})
+	o.timeout(s.id, b, now.Add(o.ackTimeout))
 	s.consumer.push(b.last)
 	o.met.delivered.add(b.unacked)
+}
+
+// timeout starts (or restarts) a batch's ack timeout. The queue is kept in
+// deadline order, which expire relies on: a deadline earlier than the last
+// one queued is moved to it (by at most a tick or a stall of the loop).
+func (o *owner) timeout(shard uint64, b *inflightBatch, deadline time.Time) {
+	if n := len(o.timeouts); n > 0 && deadline.Before(o.timeouts[n-1].deadline) {
+		deadline = o.timeouts[n-1].deadline
+	}
+	o.timeouts = append(o.timeouts, timeout{shard: shard, index: b.index, gen: b.gen, deadline: deadline})
 }
 
 // wait starts a waiter that wakes the loop when the shard commits more.
@@ -344,10 +377,17 @@ func (o *owner) expire(now time.Time) {
 		if !ok || b.gen != t.gen || b.consumer == nil {
 			continue
 		}
-		if !b.last.taken.Load() {
+		taken := b.last.takenAt.Load()
+		if taken == 0 {
 			// Still queued, never sent (the consumer is not keeping up):
 			// the clock starts again rather than a second copy queuing.
-			o.timeouts = append(o.timeouts, timeout{shard: t.shard, index: t.index, gen: t.gen, deadline: now.Add(o.ackTimeout)})
+			o.timeout(t.shard, b, now.Add(o.ackTimeout))
+			continue
+		}
+		if since := now.Sub(time.Unix(0, taken)); since < o.ackTimeout {
+			// Taken for sending after it was queued: the timeout counts
+			// from then.
+			o.timeout(t.shard, b, now.Add(o.ackTimeout-since))
 			continue
 		}
 		s.due(b, true)

@@ -46,21 +46,23 @@
 //
 // A read that fails is retried a second later; a shard deleted under the
 // owner is dropped, and what it had outstanding stops counting. An entry
-// that cannot be built into a delivery is skipped as a gap, so it cannot
-// fail consumer after consumer.
+// that does not decode (cluster.CorruptEntryError) or cannot be built into a
+// delivery is skipped as a gap, so it cannot wedge its shard or fail consumer
+// after consumer.
 //
 // A batch whose ack timeout passes, or whose consumer leaves, is due again:
 // before any new entry of its shard, it goes to the shard's consumer (the
 // same or another), re-read from the log. If some of its records were acked,
 // the consumer gets a smaller BatchedRecord of only the unacked ones (same
-// compression) with their own ids. The ack timeout of a batch still queued
-// (its consumer is not keeping up) starts again instead: a consumer never
-// holds two copies of a batch, so the window bounds its queue too.
+// compression) with their own ids. The ack timeout counts from when the
+// consumer's fetch took the batch for sending (a batch still queued, its
+// consumer not keeping up, is not due), so a consumer never holds two copies
+// of a batch, and the window bounds its queue too.
 //
 // When a shard moves to another consumer, the batches queued for the old one
-// but not yet sent move with it, and the new one gets the shard's new entries
-// only once the old one has acked (or timed out) what it was sent: one
-// consumer per shard at a time, even during a handoff. A consumer that
+// but not yet sent move with it, and the new one gets nothing of the shard
+// until the old one has acked (or timed out) what it was sent: one consumer
+// per shard at a time, even during a handoff. A consumer that
 // leaves frees its shards at once: all it held is due again.
 //
 // # Checkpoints

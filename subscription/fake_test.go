@@ -22,7 +22,8 @@ type fakeLog struct {
 	entries []cluster.Entry // increasing indexes
 	first   uint64
 	grown   chan struct{}
-	fail    error // the next Read fails with it
+	fail    error  // the next Read fails with it
+	corrupt uint64 // Read stops at this index with a CorruptEntryError
 }
 
 func newFakeLog() *fakeLog { return &fakeLog{first: 1, grown: make(chan struct{})} }
@@ -78,6 +79,9 @@ func (l *fakeLog) Read(from uint64, maxEntries, _ int) ([]cluster.Entry, error) 
 	var out []cluster.Entry
 	for _, e := range l.entries {
 		if e.Index >= from && len(out) < maxEntries {
+			if e.Index == l.corrupt {
+				return out, &cluster.CorruptEntryError{Index: e.Index, Err: cluster.ErrCorruptEntry}
+			}
 			out = append(out, e)
 		}
 	}

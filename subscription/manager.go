@@ -144,6 +144,7 @@ func (m *Manager) owner(ctx context.Context, subID string, start bool) (*owner, 
 	if ok && o.retired.Load() { // its subscription was deleted elsewhere
 		o.stop(fmt.Errorf("%w: subscription %q was deleted", ErrDeleted, subID), false)
 		delete(m.owners, subID)
+		m.met.forget(subID)
 		o, ok = nil, false
 	}
 	if ok || !start {

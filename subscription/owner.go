@@ -26,6 +26,8 @@ const (
 	reconcileEvery = time.Second
 	// saveTimeout bounds one checkpoint write to etcd.
 	saveTimeout = 5 * time.Second
+	// handoffRecheck spaces the checks of a moved shard's held batches.
+	handoffRecheck = 20 * time.Millisecond
 )
 
 // owner holds the whole state of one subscription on this node and runs it
@@ -74,7 +76,7 @@ type timeout struct {
 
 // startOwner claims a subscription for this node, loads its checkpoint and
 // starts its loop.
-func startOwner(ctx context.Context, m *Manager, id string) (*owner, error) {
+func startOwner(ctx context.Context, m *Manager, id string) (_ *owner, err error) {
 	meta, err := m.src.Subscription(id)
 	if err != nil {
 		return nil, err
@@ -82,6 +84,13 @@ func startOwner(ctx context.Context, m *Manager, id string) (*owner, error) {
 	if err := m.src.ClaimSubscription(ctx, id); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil { // do not keep a claim this node does not use
+			rctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+			defer cancel()
+			_ = m.src.ReleaseSubscription(rctx, id)
+		}
+	}()
 	cp, _, err := m.src.Checkpoint(ctx, id)
 	if err != nil {
 		return nil, err
@@ -102,9 +111,6 @@ func startOwner(ctx context.Context, m *Manager, id string) (*owner, error) {
 		shards:     make(map[uint64]*shardState),
 	}
 	if err := o.addShards(cp.Next, false); err != nil {
-		rctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
-		defer cancel()
-		_ = m.src.ReleaseSubscription(rctx, id)
 		return nil, err
 	}
 	o.persisted = o.checkpoint()
@@ -380,6 +386,9 @@ func (o *owner) persistedCheckpoint() (map[uint64]uint64, error) {
 // deleted behind the owner's back (by another node), or deleted and created
 // again under the same id.
 func (o *owner) reconcile() {
+	if o.retired.Load() {
+		return
+	}
 	cur, err := o.m.src.Subscription(o.id)
 	if errors.Is(err, cluster.ErrSubscriptionNotFound) || (err == nil && !cur.CreatedAt.Equal(o.meta.CreatedAt)) {
 		o.log.Info("the subscription was deleted; dropping its consumers")

@@ -250,13 +250,7 @@ func TestAcksBeforeLeavingAreNotRedelivered(t *testing.T) {
 }
 
 func TestAConsumerThatDoesNotSendGetsNoSecondCopies(t *testing.T) {
-	src := newFakeSource()
-	lg := src.addShard("s", 1)
-	m0 := sub("g", "s", 5, map[uint64]uint64{1: 1})
-	m0.AckTimeoutSeconds = 1
-	src.addSub(m0)
-	m := newTestManager(t, src)
-	c := attach(t, m, "g", "c") // never calls Next
+	lg, m, c := oneShard(t, 5, 1) // c never calls Next
 	for range 5 {
 		lg.append(t, 1)
 	}
@@ -352,4 +346,71 @@ func TestASubscriptionDeletedAndCreatedAgainElsewhereEndsItsConsumers(t *testing
 	// The next consumer gets a fresh owner for the new subscription.
 	d := attach(t, m, "g", "c")
 	nothingMore(t, d, 50*time.Millisecond)
+}
+
+func TestADueBatchWhoseReadFailsIsNotLost(t *testing.T) {
+	lg, _, c := oneShard(t, 10, 1)
+	lg.append(t, 1)
+	first := next(t, c) // not acked: due again after a second
+	lg.failNextRead(errors.New("disk hiccup"))
+	again := next(t, c)
+	assert.Equal(t, first.GetRecordIds()[0].GetBatchId(), again.GetRecordIds()[0].GetBatchId())
+	c.Ack(again.GetRecordIds())
+}
+
+func TestTheAckTimeoutCountsFromWhenTheBatchWasSent(t *testing.T) {
+	lg, _, c := oneShard(t, 10, 1)
+	lg.append(t, 1)
+	time.Sleep(1800 * time.Millisecond) // queued, not taken, past one timeout
+	next(t, c)
+	nothingMore(t, c, 700*time.Millisecond) // within a timeout of being sent
+	next(t, c)                              // then it is due again
+}
+
+func TestAMovedShardsQueuedBatchesWaitForThePreviousConsumer(t *testing.T) {
+	src := newFakeSource()
+	src.addShard("s", 1)
+	two := src.addShard("s", 2)
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1, 2: 1}))
+	m := newTestManager(t, src)
+	a := attach(t, m, "g", "a")
+	two.append(t, 1)
+	two.append(t, 1)
+	held := next(t, a) // 2-1 sent to a; 2-2 stays in a's queue
+	require.Eventually(t, func() bool { return queued(a) == 1 }, 5*time.Second, 5*time.Millisecond)
+
+	b := attach(t, m, "g", "b") // shard 2 moves to b, taking 2-2 along
+	nothingMore(t, b, 200*time.Millisecond)
+	a.Ack(held.GetRecordIds())
+	got := next(t, b)
+	assert.Equal(t, uint64(2), got.GetRecordIds()[0].GetShardId())
+	assert.Equal(t, uint64(2), got.GetRecordIds()[0].GetBatchId())
+}
+
+func TestAnEntryThatDoesNotDecodeIsSkippedAsAGap(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	for range 3 {
+		lg.append(t, 1)
+	}
+	lg.corrupt = 2
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
+	m := newTestManager(t, src)
+	c := attach(t, m, "g", "c")
+	assert.Equal(t, uint64(1), next(t, c).GetRecordIds()[0].GetBatchId())
+	assert.Equal(t, uint64(3), next(t, c).GetRecordIds()[0].GetBatchId())
+	assert.Equal(t, uint64(1), m.Stats().Gaps)
+}
+
+// oneShard starts a subscription with the given window and ack timeout
+// (seconds) on a one-shard stream, with one consumer attached.
+func oneShard(t *testing.T, window, ackTimeout int32) (*fakeLog, *Manager, *Consumer) {
+	t.Helper()
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	m0 := sub("g", "s", window, map[uint64]uint64{1: 1})
+	m0.AckTimeoutSeconds = ackTimeout
+	src.addSub(m0)
+	m := newTestManager(t, src)
+	return lg, m, attach(t, m, "g", "c")
 }
