@@ -138,6 +138,12 @@ func (c *catalog) createSubscription(ctx context.Context, m SubscriptionMeta,
 			return SubscriptionMeta{}, fmt.Errorf("cluster: decoding etcd key %q: %w", skey, err)
 		}
 		if m.Start, err = resolve(sm); err != nil {
+			// A stream deleted meanwhile takes its shards along: look
+			// at the stream again rather than report a missing shard.
+			now, gerr := c.cli.Get(ctx, skey)
+			if gerr == nil && (len(now.Kvs) == 0 || now.Kvs[0].ModRevision != got.Kvs[0].ModRevision) {
+				continue
+			}
 			return SubscriptionMeta{}, err
 		}
 		v, _ := json.Marshal(m)
