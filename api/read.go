@@ -4,10 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
-
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/cluster"
@@ -83,27 +79,10 @@ func (s *Service) waitMore(ctx context.Context, c *cursor, grown <-chan struct{}
 	return false, nil
 }
 
-// received converts a committed entry to what clients receive: the batch as
-// the producer sent it, its publishTime set to the append time, and one id
-// per record.
-func received(shardID uint64, e cluster.Entry) (*hstreampb.ReceivedRecord, error) {
-	b := &hstreampb.BatchedRecord{}
-	if err := proto.Unmarshal(e.Batch, b); err != nil {
-		return nil, fmt.Errorf("%w: shard %d index %d does not hold a BatchedRecord: %v",
-			cluster.ErrCorruptEntry, shardID, e.Index, err)
-	}
-	b.PublishTime = timestamppb.New(time.UnixMilli(e.AppendTime.UnixMilli()))
-	ids := make([]*hstreampb.RecordId, b.GetBatchSize())
-	for i := range ids {
-		ids[i] = &hstreampb.RecordId{ShardId: shardID, BatchId: e.Index, BatchIndex: uint32(i)}
-	}
-	return &hstreampb.ReceivedRecord{RecordIds: ids, Record: b}, nil
-}
-
 func receivedAll(shardID uint64, entries []cluster.Entry) ([]*hstreampb.ReceivedRecord, error) {
 	out := make([]*hstreampb.ReceivedRecord, 0, len(entries))
 	for _, e := range entries {
-		r, err := received(shardID, e)
+		r, err := e.Received(shardID, nil)
 		if err != nil {
 			return nil, err
 		}

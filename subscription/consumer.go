@@ -57,7 +57,7 @@ func (c *Consumer) unqueue(shard uint64) []uint64 {
 	kept := c.queue[:0]
 	for _, d := range c.queue {
 		if d.shard == shard {
-			taken = append(taken, d.index)
+			taken = append(taken, d.entry.Index)
 		} else {
 			kept = append(kept, d)
 		}
@@ -105,7 +105,7 @@ func (c *Consumer) Next(ctx context.Context) (*hstreampb.ReceivedRecord, error) 
 			if err != nil {
 				// A batch that cannot be built would fail every
 				// consumer in turn: skip it, and go on.
-				_ = c.o.do(func() { c.o.dropCorrupt(d.shard, d.index, err) })
+				_ = c.o.do(func() { c.o.dropCorrupt(d.shard, d.entry.Index, err) })
 				continue
 			}
 			return rr, nil

@@ -247,7 +247,7 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 func (o *owner) deliver(s *shardState, b *inflightBatch, e cluster.Entry, keep []uint32, now time.Time) {
 	b.consumer = s.consumer
 	b.gen++
-	b.last = &delivery{shard: s.id, index: e.Index, appendTime: e.AppendTime, batch: e.Batch, keep: keep}
+	b.last = &delivery{shard: s.id, entry: e, keep: keep}
 	o.timeout(s.id, b, now.Add(o.ackTimeout))
 	s.consumer.push(b.last)
 	o.met.delivered.add(b.unacked)
