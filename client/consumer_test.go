@@ -129,12 +129,7 @@ func TestConsumeRegistersDeliversAndEndsWithServer(t *testing.T) {
 }
 
 func TestConsumeAcksBatchedBySize(t *testing.T) {
-	fs, c := startFake(t)
-	_, err := c.CreateSubscription(t.Context(), "sub", "s")
-	require.NoError(t, err)
-	fs.mu.Lock()
-	fs.deliveries["sub"] = []*hstreampb.ReceivedRecord{deliveredBatch(t, 1, 5, payloads(7)...)}
-	fs.mu.Unlock()
+	fs, c := startFakeSubscription(t, deliveredBatch(t, 1, 5, payloads(7)...))
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -163,12 +158,7 @@ func TestConsumeAcksBatchedBySize(t *testing.T) {
 }
 
 func TestConsumeAcksBatchedByAge(t *testing.T) {
-	fs, c := startFake(t)
-	_, err := c.CreateSubscription(t.Context(), "sub", "s")
-	require.NoError(t, err)
-	fs.mu.Lock()
-	fs.deliveries["sub"] = []*hstreampb.ReceivedRecord{deliveredBatch(t, 1, 5, "x", "y")}
-	fs.mu.Unlock()
+	fs, c := startFakeSubscription(t, deliveredBatch(t, 1, 5, "x", "y"))
 
 	const ageLimit = 150 * time.Millisecond
 	var (
@@ -201,17 +191,12 @@ func TestConsumeAcksBatchedByAge(t *testing.T) {
 }
 
 func TestMessageAckIsIdempotent(t *testing.T) {
-	fs, c := startFake(t)
-	_, err := c.CreateSubscription(t.Context(), "sub", "s")
-	require.NoError(t, err)
-	fs.mu.Lock()
-	fs.deliveries["sub"] = []*hstreampb.ReceivedRecord{deliveredBatch(t, 1, 5, payloads(5)...)}
-	fs.mu.Unlock()
+	fs, c := startFakeSubscription(t, deliveredBatch(t, 1, 5, payloads(5)...))
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var msgs []*Message
-	err = c.Consume(ctx, "sub", "c1", func(_ context.Context, m *Message) error {
+	err := c.Consume(ctx, "sub", "c1", func(_ context.Context, m *Message) error {
 		msgs = append(msgs, m)
 		var wg sync.WaitGroup
 		for range 4 { // from other goroutines, at once
@@ -235,16 +220,11 @@ func TestMessageAckIsIdempotent(t *testing.T) {
 }
 
 func TestConsumeHandlerErrorFlushesAcks(t *testing.T) {
-	fs, c := startFake(t)
-	_, err := c.CreateSubscription(t.Context(), "sub", "s")
-	require.NoError(t, err)
-	fs.mu.Lock()
-	fs.deliveries["sub"] = []*hstreampb.ReceivedRecord{deliveredBatch(t, 1, 5, payloads(5)...)}
-	fs.mu.Unlock()
+	fs, c := startFakeSubscription(t, deliveredBatch(t, 1, 5, payloads(5)...))
 
 	boom := errors.New("boom")
 	calls := 0
-	err = c.Consume(t.Context(), "sub", "c1", func(_ context.Context, m *Message) error {
+	err := c.Consume(t.Context(), "sub", "c1", func(_ context.Context, m *Message) error {
 		calls++
 		m.Ack()
 		if calls == 3 {
@@ -262,15 +242,10 @@ func TestConsumeHandlerErrorFlushesAcks(t *testing.T) {
 }
 
 func TestConsumeCancelFlushesAcks(t *testing.T) {
-	fs, c := startFake(t)
-	_, err := c.CreateSubscription(t.Context(), "sub", "s")
-	require.NoError(t, err)
-	fs.mu.Lock()
-	fs.deliveries["sub"] = []*hstreampb.ReceivedRecord{
+	fs, c := startFakeSubscription(t,
 		deliveredBatch(t, 1, 5, "a", "b"),
 		deliveredBatch(t, 1, 6, "c", "d"),
-	}
-	fs.mu.Unlock()
+	)
 
 	for _, returnCtxErr := range []bool{false, true} {
 		t.Run(fmt.Sprintf("handler returns ctx error %v", returnCtxErr), func(t *testing.T) {
@@ -303,7 +278,7 @@ func TestConsumeCancelFlushesAcks(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	err = c.Consume(ctx, "sub", "c1", func(context.Context, *Message) error { return nil })
+	err := c.Consume(ctx, "sub", "c1", func(context.Context, *Message) error { return nil })
 	require.ErrorIs(t, err, context.Canceled, "a done ctx opens no stream")
 }
 
@@ -351,4 +326,17 @@ func TestConsumeStreamErrors(t *testing.T) {
 			require.ErrorContains(t, err, `Consume "sub"`)
 		})
 	}
+}
+
+// startFakeSubscription starts the fake server with subscription "sub" on
+// stream "s", which delivers batches to the first consumer that fetches.
+func startFakeSubscription(t *testing.T, batches ...*hstreampb.ReceivedRecord) (*fakeServer, *Client) {
+	t.Helper()
+	fs, c := startFake(t)
+	_, err := c.CreateSubscription(t.Context(), "sub", "s")
+	require.NoError(t, err)
+	fs.mu.Lock()
+	fs.deliveries["sub"] = batches
+	fs.mu.Unlock()
+	return fs, c
 }

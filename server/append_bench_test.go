@@ -40,15 +40,7 @@ func BenchmarkAppend(b *testing.B) {
 		recordBytes     = 100
 		many            = 32
 	)
-	n := nodetest.Start(b)
-	ctx := context.Background()
-	if _, err := n.API.CreateStream(ctx, &hstreampb.Stream{StreamName: "bench", ShardCount: 4, ReplicationFactor: 1}); err != nil {
-		b.Fatal(err)
-	}
-	shards, err := n.API.ListShards(ctx, &hstreampb.ListShardsRequest{StreamName: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	n, shards := benchStream(b)
 	recs := make([]*hstreampb.HStreamRecord, recordsPerBatch)
 	for i := range recs {
 		recs[i] = &hstreampb.HStreamRecord{
@@ -72,7 +64,7 @@ func BenchmarkAppend(b *testing.B) {
 	run := func(k int, d time.Duration, t *totals) {
 		before := n.Server.Store().Stats()
 		start := time.Now()
-		lat := appendFor(b, apis[:k], shards.Shards, d, func(int) *hstreampb.BatchedRecord { return batch })
+		lat := appendFor(b, apis[:k], shards, d, func(int) *hstreampb.BatchedRecord { return batch })
 		t.elapsed += time.Since(start)
 		t.syncs += n.Server.Store().Stats().Syncs - before.Syncs
 		t.appends += len(lat)
@@ -101,6 +93,20 @@ func BenchmarkAppend(b *testing.B) {
 		r32 := report(fmt.Sprint(many), &lots)
 		b.ReportMetric(r32/r1, "ratio")
 	}
+}
+
+// benchStream starts a node with a 4-shard stream named "bench".
+func benchStream(b *testing.B) (*nodetest.Node, []*hstreampb.Shard) {
+	n := nodetest.Start(b)
+	ctx := context.Background()
+	if _, err := n.API.CreateStream(ctx, &hstreampb.Stream{StreamName: "bench", ShardCount: 4, ReplicationFactor: 1}); err != nil {
+		b.Fatal(err)
+	}
+	resp, err := n.API.ListShards(ctx, &hstreampb.ListShardsRequest{StreamName: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n, resp.GetShards()
 }
 
 // benchClients opens k connections to addr, one per simulated producer.

@@ -14,7 +14,6 @@ import (
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
 	"github.com/weir-log/weir/client"
-	"github.com/weir-log/weir/internal/nodetest"
 )
 
 // BenchmarkSubscription measures the deliver-and-ack throughput of one
@@ -42,15 +41,8 @@ func BenchmarkSubscription(b *testing.B) {
 		recordsPerBatch = 10
 		recordBytes     = 100
 	)
-	n := nodetest.Start(b)
+	n, shards := benchStream(b)
 	ctx := context.Background()
-	if _, err := n.API.CreateStream(ctx, &hstreampb.Stream{StreamName: "bench", ShardCount: 4, ReplicationFactor: 1}); err != nil {
-		b.Fatal(err)
-	}
-	shards, err := n.API.ListShards(ctx, &hstreampb.ListShardsRequest{StreamName: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
 	apis := benchClients(b, n.Addr, appenders)
 	// Each record's payload starts with the time its Append call started.
 	batch := func(a int) *hstreampb.BatchedRecord {
@@ -84,7 +76,7 @@ func BenchmarkSubscription(b *testing.B) {
 
 		// 1. backlog
 		start := time.Now()
-		appended := len(appendFor(b, apis, shards.Shards, 2*time.Second, batch)) * recordsPerBatch
+		appended := len(appendFor(b, apis, shards, 2*time.Second, batch)) * recordsPerBatch
 		appendAlone := float64(appended) / time.Since(start).Seconds()
 
 		// 2. catch-up
@@ -118,7 +110,7 @@ func BenchmarkSubscription(b *testing.B) {
 		}
 		ackedBefore := acked()
 		start = time.Now()
-		added := len(appendFor(b, apis, shards.Shards, 3*time.Second, batch)) * recordsPerBatch
+		added := len(appendFor(b, apis, shards, 3*time.Second, batch)) * recordsPerBatch
 		window := time.Since(start).Seconds()
 		consumed := acked() - ackedBefore
 		appended += added
@@ -134,7 +126,7 @@ func BenchmarkSubscription(b *testing.B) {
 		}
 		drain := time.Since(drainStart)
 		steady.Store(true)
-		appended += len(appendFor(b, apis, shards.Shards, 2*time.Second, batch)) * recordsPerBatch
+		appended += len(appendFor(b, apis, shards, 2*time.Second, batch)) * recordsPerBatch
 		for acked() < appended {
 			time.Sleep(10 * time.Millisecond)
 		}

@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -34,8 +31,8 @@ SIGTERM it sends the acks still pending and exits 0; records delivered but
 not printed are delivered again after the subscription's ack timeout.`,
 		Args: exactlyOne("SUB"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if maxRecords < 0 {
-				return fmt.Errorf("--max %d: want 0 (no limit) or more", maxRecords)
+			if err := checkMax(maxRecords); err != nil {
+				return err
 			}
 			if consumer == "" {
 				return errors.New(`--consumer "": want a consumer name`)
@@ -47,10 +44,8 @@ not printed are delivered again after the subscription's ack timeout.`,
 				return err
 			}
 
-			// An interrupt ends consuming cleanly (a second one kills).
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd)
 			defer stop()
-			context.AfterFunc(ctx, stop)
 
 			printed := 0
 			handler := func(_ context.Context, m *client.Message) error {

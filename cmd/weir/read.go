@@ -23,6 +23,23 @@ import (
 	"github.com/weir-log/weir/client"
 )
 
+// checkMax rejects a negative --max.
+func checkMax(n int) error {
+	if n < 0 {
+		return fmt.Errorf("--max %d: want 0 (no limit) or more", n)
+	}
+	return nil
+}
+
+// interruptible is cmd's context, ended by the first SIGINT or SIGTERM so
+// a read or a consumer stops cleanly; a second signal kills the process
+// (the default handling is back by then).
+func interruptible(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
+}
+
 // errMaxReached stops a read once --max records were printed.
 var errMaxReached = errors.New("--max records printed")
 
@@ -55,8 +72,8 @@ base64 with "payloadEncoding": "base64") and publishTime.`,
 			if err != nil {
 				return err
 			}
-			if maxRecords < 0 {
-				return fmt.Errorf("--max %d: want 0 (no limit) or more", maxRecords)
+			if err := checkMax(maxRecords); err != nil {
+				return err
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())
 			defer out.Flush()
@@ -65,10 +82,8 @@ base64 with "payloadEncoding": "base64") and publishTime.`,
 				return err
 			}
 
-			// An interrupt ends a read cleanly (a second one kills).
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd)
 			defer stop()
-			context.AfterFunc(ctx, stop)
 
 			printed := 0
 			fn := func(r client.ReceivedRecord) error {
