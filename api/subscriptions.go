@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 
 	"google.golang.org/grpc/metadata"
@@ -83,13 +84,8 @@ func (s *Service) getSubscription(ctx context.Context, req *hstreampb.GetSubscri
 	if err != nil {
 		return nil, err
 	}
-	shards := make([]uint64, 0, len(committed))
-	for id := range committed {
-		shards = append(shards, id)
-	}
-	slices.Sort(shards)
 	resp := &hstreampb.GetSubscriptionResponse{Subscription: subscriptionPB(m)}
-	for _, id := range shards {
+	for _, id := range slices.Sorted(maps.Keys(committed)) {
 		// batchId is the last index acknowledged in full (with everything
 		// before it); the owner resumes after it.
 		resp.Offsets = append(resp.Offsets, &hstreampb.SubscriptionOffset{ShardId: id, BatchId: committed[id] - 1})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,14 +194,12 @@ func (m *Manager) Committed(ctx context.Context, subID string) (map[uint64]uint6
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[uint64]uint64, len(meta.Start))
-	for shard, next := range meta.Start {
-		out[shard] = next
+	out := maps.Clone(meta.Start)
+	if out == nil {
+		out = make(map[uint64]uint64)
 	}
 	if ok {
-		for shard, next := range cp.Next {
-			out[shard] = next
-		}
+		maps.Copy(out, cp.Next)
 	}
 	return out, nil
 }

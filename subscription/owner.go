@@ -362,18 +362,8 @@ func (o *owner) consumerList() ([]ConsumerInfo, error) {
 			out = append(out, c.info)
 		}
 	})
-	slices.SortFunc(out, func(a, b ConsumerInfo) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b ConsumerInfo) int { return cmp.Compare(a.Name, b.Name) })
 	return out, err
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (o *owner) persistedCheckpoint() (map[uint64]uint64, error) {
