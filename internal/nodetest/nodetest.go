@@ -7,10 +7,13 @@ package nodetest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,15 +101,38 @@ func (n *Node) Close() {
 
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
 // ago (for servers that must know their port before they listen).
+//
+// Ports come from below Linux's ephemeral range (32768-60999), so an
+// outgoing connection cannot take one between this call and the listen,
+// and a port is never handed out twice in one test binary: asking the
+// kernel for port 0 twice in a row can return the same port once the first
+// listener is closed, which gave one node the same port for two listeners.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("nodetest: finding a free port: %v", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		l.Close()
+		portsGiven[port] = true
+		return addr
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatalf("nodetest: no free port found in 1000 tries")
+	return ""
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // Logger is the node logger for tests: silent unless WEIR_TEST_LOG names a
 // level.
