@@ -38,41 +38,67 @@ func (s *Shard) Meta() ShardMeta { return s.meta }
 // committed (durable): its log index and the append time stamped on it.
 // It blocks while the node's append queue is full (backpressure).
 func (s *Shard) Append(ctx context.Context, batch []byte) (uint64, time.Time, error) {
+	p, err := s.Propose(ctx, batch)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return p.Wait(ctx)
+}
+
+// Propose queues one marshaled BatchedRecord for the next commit round and
+// returns without waiting for the commit; Pending.Wait does. It blocks only
+// while the node's append queue is full (backpressure). Batches proposed one
+// after another (each Propose returning before the next is called) are
+// committed in that order, so a caller that pipelines appends keeps their
+// order.
+func (s *Shard) Propose(ctx context.Context, batch []byte) (*Pending, error) {
 	if s.removed() {
-		return 0, time.Time{}, fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID)
+		return nil, fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID)
 	}
 	e := s.eng
 	if err := e.err(); err != nil {
-		return 0, time.Time{}, err
+		return nil, err
 	}
 	p := &proposal{shard: s, data: newEntryData(batch), done: make(chan proposalResult, 1)}
 	select {
 	case e.propc <- p:
+		return &Pending{p: p, eng: e}, nil
 	case <-e.stopc:
-		return 0, time.Time{}, ErrClosed
+		return nil, ErrClosed
 	case <-ctx.Done():
-		return 0, time.Time{}, ctx.Err()
+		return nil, ctx.Err()
 	}
-	select {
-	case r := <-p.done:
+}
+
+// Pending is a proposed append on its way to commit.
+type Pending struct {
+	p   *proposal
+	eng *engine
+}
+
+// Wait returns once the append is committed, with its log index and the
+// append time stamped on it, or once it failed. If ctx ends first, the
+// append may still commit; the caller cannot know. Call Wait once.
+func (pd *Pending) Wait(ctx context.Context) (uint64, time.Time, error) {
+	result := func(r proposalResult) (uint64, time.Time, error) {
 		if r.err != nil {
 			return 0, time.Time{}, r.err
 		}
 		return r.index, msTime(r.appendMs), nil
-	case <-e.donec:
+	}
+	select {
+	case r := <-pd.p.done:
+		return result(r)
+	case <-pd.eng.donec:
 		// The loop fails every waiter before it exits; a result may
 		// still be in the buffer.
 		select {
-		case r := <-p.done:
-			if r.err != nil {
-				return 0, time.Time{}, r.err
-			}
-			return r.index, msTime(r.appendMs), nil
+		case r := <-pd.p.done:
+			return result(r)
 		default:
 			return 0, time.Time{}, ErrClosed
 		}
 	case <-ctx.Done():
-		// The entry may still commit; the caller cannot know.
 		return 0, time.Time{}, ctx.Err()
 	}
 }

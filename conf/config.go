@@ -43,9 +43,55 @@ type GRPC struct {
 	Advertise string `yaml:"advertise" doc:"host:port clients and other nodes dial to reach this node; required when grpc.listen's host is 0.0.0.0, :: or empty (default grpc.listen)"`
 }
 
-// MQTT configures the embedded MQTT broker.
+// MQTT configures the embedded MQTT broker and the bridge from MQTT to
+// streams.
 type MQTT struct {
-	Listen string `yaml:"listen" doc:"host:port the MQTT broker listens on; empty disables MQTT (default 127.0.0.1:1883)"`
+	Listen         string        `yaml:"listen" doc:"host:port the MQTT broker listens on; empty disables MQTT (default 127.0.0.1:1883)"`
+	TLSListen      string        `yaml:"tls-listen" doc:"host:port of MQTT over TLS, with tls-cert-path and tls-key-path (tls-ca-path, when set, requires client certificates); empty disables it (default empty)"`
+	WSListen       string        `yaml:"ws-listen" doc:"host:port of MQTT over WebSocket; empty disables it (default empty)"`
+	MaxPacketSize  ByteSize      `yaml:"max-packet-size" doc:"largest MQTT packet the broker accepts; larger ones close the connection (default 2MiB)"`
+	ReceiveMaximum int           `yaml:"receive-maximum" doc:"QoS 1 and 2 publishes one client may have unacknowledged; MQTT 5 clients are told it, 3.1.1 clients are slowed at it; 1 to 65535 (default 1024)"`
+	MaxInflight    int           `yaml:"max-inflight" doc:"QoS 1 and 2 messages the broker keeps unacknowledged towards one client (default 8192)"`
+	MaxKeepalive   time.Duration `yaml:"max-keepalive" doc:"longest keepalive a client may use: MQTT 5 clients asking more, or none, are told to use this one, and a 3.1.1 connection silent for 1.5 times it is closed; whole seconds, 5s to 18h12m15s (default 10m)"`
+
+	AllowAnonymous bool   `yaml:"allow-anonymous" doc:"let clients connect without a username; when false, only users of mqtt.auth-file may (default true)"`
+	AuthFile       string `yaml:"auth-file" doc:"YAML file of MQTT users (bcrypt password hashes) and ACL rules; empty allows every client that may connect to publish and subscribe anywhere (default empty)"`
+
+	// Routes map topics to streams and keys; empty means the one default
+	// route (see the bridge package).
+	Routes    []Route `yaml:"routes" doc:"ordered list of {filter, stream, key, create} routing topics to streams; the first match wins; empty means every topic goes to the stream named by its first level, created on first use, keyed by client ID (default empty)"`
+	Unmatched string  `yaml:"unmatched" doc:"what happens to a publish no route matches: live (delivered to live subscribers, not stored) or reject (default live)"`
+
+	Ingest MQTTIngest `yaml:"ingest"`
+	Shared MQTTShared `yaml:"shared"`
+}
+
+// Route sends the publishes whose topic matches Filter to Stream, keyed by
+// Key. Stream and Key are templates over ${clientid}, ${username}, ${topic}
+// and ${topic[N]} (the Nth topic level, from 0).
+type Route struct {
+	Filter string `yaml:"filter"`
+	Stream string `yaml:"stream"`
+	Key    string `yaml:"key,omitempty"`    // default ${clientid}
+	Create bool   `yaml:"create,omitempty"` // create the stream, with the stream defaults, on first use
+}
+
+// DefaultRouteKey is a route's key when it names none.
+const DefaultRouteKey = "${clientid}"
+
+// MQTTIngest bounds the path from a publish to its stream.
+type MQTTIngest struct {
+	Linger          time.Duration `yaml:"linger" doc:"how long a shard's batch of publishes waits for more before it is appended; 0 appends what has arrived at once (default 0s)"`
+	MaxPendingBytes ByteSize      `yaml:"max-pending-bytes" doc:"payload bytes of publishes accepted but not yet committed, over all clients; publishers wait beyond it (default 64MiB)"`
+	PublishTimeout  time.Duration `yaml:"publish-timeout" doc:"the longest a publish waits for room and its commit; past it MQTT 5 clients get quota exceeded and 3.1.1 clients are disconnected (default 10s)"`
+}
+
+// MQTTShared configures the durable shared subscriptions
+// ($share/{group}/{filter}) that MQTT clients consume streams with.
+type MQTTShared struct {
+	Offset     string        `yaml:"offset" doc:"where a group's subscription starts when its first member creates it: earliest or latest (default latest)"`
+	AckTimeout time.Duration `yaml:"ack-timeout" doc:"how long a delivered message may go without PUBACK before it is redelivered; whole seconds (default 30s)"`
+	MaxUnacked int           `yaml:"max-unacked" doc:"messages a group may have delivered and not acknowledged (default 10000)"`
 }
 
 // HTTP configures the metrics and health endpoint.
@@ -114,8 +160,25 @@ func Default() *Config {
 		NodeID:  1,
 		DataDir: "./data",
 		GRPC:    GRPC{Listen: "127.0.0.1:6570"},
-		MQTT:    MQTT{Listen: "127.0.0.1:1883"},
-		HTTP:    HTTP{Listen: "127.0.0.1:6571"},
+		MQTT: MQTT{
+			Listen:         "127.0.0.1:1883",
+			MaxPacketSize:  2 * MiB,
+			ReceiveMaximum: 1024,
+			MaxInflight:    8192,
+			MaxKeepalive:   10 * time.Minute,
+			AllowAnonymous: true,
+			Unmatched:      "live",
+			Ingest: MQTTIngest{
+				MaxPendingBytes: 64 * MiB,
+				PublishTimeout:  10 * time.Second,
+			},
+			Shared: MQTTShared{
+				Offset:     "latest",
+				AckTimeout: 30 * time.Second,
+				MaxUnacked: 10000,
+			},
+		},
+		HTTP: HTTP{Listen: "127.0.0.1:6571"},
 		Etcd: Etcd{
 			Embedded: EmbeddedEtcd{
 				ClientListen: "127.0.0.1:6579",
@@ -152,13 +215,15 @@ func (c *Config) Clone() *Config {
 	}
 	n := *c
 	n.Etcd.Endpoints = slices.Clone(c.Etcd.Endpoints)
+	n.MQTT.Routes = slices.Clone(c.MQTT.Routes)
 	return &n
 }
 
 // WithDefaults returns a clone of c with every unset field filled with its
 // default, for a Config built in Go. Unset means zero, except where zero is
-// meaningful: MQTT.Listen and HTTP.Listen ("" disables),
-// Stream.BacklogDuration (0 keeps forever), Store.GroupCommit.MaxWait,
+// meaningful: MQTT.Listen and HTTP.Listen ("" disables), the other MQTT
+// listeners, MQTT.AllowAnonymous, MQTT.AuthFile, MQTT.Routes (empty is the
+// default route), MQTT.Ingest.Linger, Stream.BacklogDuration (0 keeps forever), Store.GroupCommit.MaxWait,
 // EnableTLS and the TLS paths, Etcd.Endpoints (empty means embedded) and
 // Etcd.Embedded.Dir (see EtcdDir) keep their zero value. GRPC.Advertise
 // defaults to GRPC.Listen when Listen's host is specified. c is not changed.
@@ -167,6 +232,16 @@ func (c *Config) WithDefaults() *Config {
 	fill(&n.NodeID, d.NodeID)
 	fill(&n.DataDir, d.DataDir)
 	fill(&n.GRPC.Listen, d.GRPC.Listen)
+	fill(&n.MQTT.MaxPacketSize, d.MQTT.MaxPacketSize)
+	fill(&n.MQTT.ReceiveMaximum, d.MQTT.ReceiveMaximum)
+	fill(&n.MQTT.MaxInflight, d.MQTT.MaxInflight)
+	fill(&n.MQTT.MaxKeepalive, d.MQTT.MaxKeepalive)
+	fill(&n.MQTT.Unmatched, d.MQTT.Unmatched)
+	fill(&n.MQTT.Ingest.MaxPendingBytes, d.MQTT.Ingest.MaxPendingBytes)
+	fill(&n.MQTT.Ingest.PublishTimeout, d.MQTT.Ingest.PublishTimeout)
+	fill(&n.MQTT.Shared.Offset, d.MQTT.Shared.Offset)
+	fill(&n.MQTT.Shared.AckTimeout, d.MQTT.Shared.AckTimeout)
+	fill(&n.MQTT.Shared.MaxUnacked, d.MQTT.Shared.MaxUnacked)
 	fill(&n.Etcd.Embedded.ClientListen, d.Etcd.Embedded.ClientListen)
 	fill(&n.Etcd.Embedded.PeerListen, d.Etcd.Embedded.PeerListen)
 	fill(&n.Etcd.Prefix, d.Etcd.Prefix)

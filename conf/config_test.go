@@ -50,17 +50,20 @@ func TestKeyNames(t *testing.T) {
 		assert.Equal(t, want[0], k.env)
 		assert.Equal(t, want[1], k.flag)
 	}
-	assert.Len(t, keys, 29)
+	assert.Len(t, keys, 45)
 }
 
 func TestCloneIsDeep(t *testing.T) {
 	c := Default()
 	c.Etcd.Endpoints = []string{"10.0.0.1:2379", "10.0.0.2:2379"}
+	c.MQTT.Routes = []Route{{Filter: "a/#", Stream: "a"}}
 	n := c.Clone()
 	require.Equal(t, c, n)
 	n.Etcd.Endpoints[0] = "changed:1"
 	n.GRPC.Listen = "changed:2"
 	n.Store.GroupCommit.MaxBytes = 1
+	n.MQTT.Routes[0].Stream = "changed"
+	assert.Equal(t, "a", c.MQTT.Routes[0].Stream)
 	assert.Equal(t, "10.0.0.1:2379", c.Etcd.Endpoints[0])
 	assert.Equal(t, "127.0.0.1:6570", c.GRPC.Listen)
 	assert.Equal(t, 4*MiB, c.Store.GroupCommit.MaxBytes)
@@ -71,7 +74,7 @@ func TestCloneIsDeep(t *testing.T) {
 	for _, k := range keys {
 		switch k.typ.Kind() {
 		case reflect.Slice:
-			assert.Equal(t, "etcd.endpoints", k.path, "Clone copies only Etcd.Endpoints deeply")
+			assert.Contains(t, []string{"etcd.endpoints", "mqtt.routes"}, k.path, "Clone copies only Etcd.Endpoints and MQTT.Routes deeply")
 		case reflect.Map, reflect.Pointer, reflect.Interface:
 			t.Errorf("%s: Clone does not copy %s fields deeply", k.path, k.typ.Kind())
 		}
@@ -89,9 +92,10 @@ func TestWithDefaults(t *testing.T) {
 	want := Default()
 	want.DataDir = "/var/lib/weir"
 	want.GRPC = GRPC{Listen: "127.0.0.1:0", Advertise: "127.0.0.1:0"}
-	want.MQTT.Listen = ""           // "" disables
-	want.HTTP.Listen = ""           // "" disables
-	want.Stream.BacklogDuration = 0 // 0 keeps forever
+	want.MQTT.Listen = ""            // "" disables
+	want.MQTT.AllowAnonymous = false // a bool's zero is an answer
+	want.HTTP.Listen = ""            // "" disables
+	want.Stream.BacklogDuration = 0  // 0 keeps forever
 	assert.Equal(t, want, got)
 	require.NoError(t, got.Validate())
 

@@ -43,6 +43,8 @@ var (
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	byteSizeType = reflect.TypeFor[ByteSize]()
+	stringsType  = reflect.TypeFor[[]string]()
+	routesType   = reflect.TypeFor[[]Route]()
 )
 
 func buildKeys() []*key {
@@ -96,11 +98,22 @@ func (k *key) field(c *Config) reflect.Value {
 	return reflect.ValueOf(c).Elem().FieldByIndex(k.index)
 }
 
-func (k *key) isList() bool { return k.typ.Kind() == reflect.Slice }
+func (k *key) isList() bool { return k.typ == stringsType }
 
 // parse parses text, as found in an env var or flag, into a value of k's
-// type. Lists are comma-separated; blank items are dropped.
+// type. Lists are comma-separated; blank items are dropped. Routes are
+// YAML in flow style: [{filter: "a/#", stream: a}].
 func (k *key) parse(text string) (reflect.Value, error) {
+	if k.typ == routesType {
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte(text), &n); err != nil {
+			return reflect.Value{}, fmt.Errorf("not YAML: %v (want a list like [{filter: \"a/#\", stream: a}])", err)
+		}
+		if len(n.Content) == 0 {
+			return reflect.New(k.typ).Elem(), nil
+		}
+		return k.decode(n.Content[0])
+	}
 	if k.isList() {
 		var items []string
 		for _, it := range strings.Split(text, ",") {
@@ -177,6 +190,10 @@ func (k *key) decode(n *yaml.Node) (reflect.Value, error) {
 	if isNull(n) {
 		return reflect.New(k.typ).Elem(), nil
 	}
+	if k.typ == routesType {
+		routes, err := decodeRoutes(n)
+		return reflect.ValueOf(routes), err
+	}
 	if k.isList() {
 		if n.Kind != yaml.SequenceNode {
 			return reflect.Value{}, errors.New("must be a list (a YAML sequence)")
@@ -211,6 +228,8 @@ func isNull(n *yaml.Node) bool {
 // format prints v, a value of k's type, the way YAML, env and flags take it.
 func (k *key) format(v reflect.Value) string {
 	switch {
+	case k.typ == routesType:
+		return formatRoutes(v.Interface().([]Route))
 	case k.isList():
 		return strings.Join(v.Interface().([]string), ",")
 	case k.typ == durationType:
@@ -279,4 +298,76 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// decodeRoutes decodes a YAML sequence of route mappings. Each route must
+// name a filter and a stream; anything else is refused with the route's
+// position, so a typo ("steam:") is not silently a route without a stream.
+// Filters and templates are checked where they are compiled (the bridge).
+func decodeRoutes(n *yaml.Node) ([]Route, error) {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode {
+		return nil, errors.New("must be a list (a YAML sequence) of {filter, stream, key, create}")
+	}
+	var routes []Route
+	for i, it := range n.Content {
+		it = resolve(it)
+		if it.Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("route %d (line %d): must be a mapping {filter, stream, key, create}", i, it.Line)
+		}
+		var r Route
+		for j := 0; j+1 < len(it.Content); j += 2 {
+			name, val := it.Content[j].Value, resolve(it.Content[j+1])
+			var dst *string
+			switch name {
+			case "filter":
+				dst = &r.Filter
+			case "stream":
+				dst = &r.Stream
+			case "key":
+				dst = &r.Key
+			case "create":
+				b, err := strconv.ParseBool(val.Value)
+				if val.Kind != yaml.ScalarNode || err != nil {
+					return nil, fmt.Errorf("route %d (line %d): create: want true or false, not %q", i, val.Line, val.Value)
+				}
+				r.Create = b
+				continue
+			default:
+				return nil, fmt.Errorf("route %d (line %d): unknown field %q (want filter, stream, key or create)", i, it.Content[j].Line, name)
+			}
+			if val.Kind != yaml.ScalarNode || isNull(val) {
+				return nil, fmt.Errorf("route %d (line %d): %s must be a string", i, val.Line, name)
+			}
+			*dst = val.Value
+		}
+		if r.Filter == "" {
+			return nil, fmt.Errorf("route %d (line %d): filter is missing", i, it.Line)
+		}
+		if r.Stream == "" {
+			return nil, fmt.Errorf("route %d (line %d, filter %q): stream is missing", i, it.Line, r.Filter)
+		}
+		routes = append(routes, r)
+	}
+	return routes, nil
+}
+
+// formatRoutes prints routes as YAML in flow style, as env and flags take
+// them.
+func formatRoutes(routes []Route) string {
+	if len(routes) == 0 {
+		return "[]"
+	}
+	items := make([]string, len(routes))
+	for i, r := range routes {
+		s := fmt.Sprintf("{filter: %q, stream: %q", r.Filter, r.Stream)
+		if r.Key != "" {
+			s += fmt.Sprintf(", key: %q", r.Key)
+		}
+		if r.Create {
+			s += ", create: true"
+		}
+		items[i] = s + "}"
+	}
+	return "[" + strings.Join(items, ", ") + "]"
 }

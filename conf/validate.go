@@ -52,6 +52,9 @@ func (c *Config) problems() Problems {
 		}
 	}
 	ch.hostPort("mqtt.listen", c.MQTT.Listen, true)
+	ch.hostPort("mqtt.tls-listen", c.MQTT.TLSListen, true)
+	ch.hostPort("mqtt.ws-listen", c.MQTT.WSListen, true)
+	c.MQTT.problems(&ch)
 	ch.hostPort("http.listen", c.HTTP.Listen, true)
 
 	for i, ep := range c.Etcd.Endpoints {
@@ -62,6 +65,8 @@ func (c *Config) problems() Problems {
 	listens := []struct{ key, addr string }{
 		{"grpc.listen", c.GRPC.Listen},
 		{"mqtt.listen", c.MQTT.Listen},
+		{"mqtt.tls-listen", c.MQTT.TLSListen},
+		{"mqtt.ws-listen", c.MQTT.WSListen},
 		{"http.listen", c.HTTP.Listen},
 	}
 	if c.Embedded() {
@@ -91,7 +96,7 @@ func (c *Config) problems() Problems {
 		ch.add("etcd.lease-ttl", "must be whole seconds (etcd leases are), not %s", formatDuration(ttl))
 	}
 
-	if c.EnableTLS {
+	if c.EnableTLS || c.MQTT.TLSListen != "" {
 		ch.file("tls-key-path", c.TLSKeyPath, true)
 		ch.file("tls-cert-path", c.TLSCertPath, true)
 		ch.file("tls-ca-path", c.TLSCAPath, false)
@@ -154,6 +159,57 @@ func (c *Config) problems() Problems {
 	return ch.probs
 }
 
+func (m *MQTT) problems(ch *checker) {
+	if m.MaxPacketSize < 1*KiB || m.MaxPacketSize > 256*MiB-1 {
+		ch.add("mqtt.max-packet-size", "must be from 1KiB to 256MiB-1 (MQTT's largest packet), not %s", m.MaxPacketSize)
+	}
+	if m.ReceiveMaximum < 1 || m.ReceiveMaximum > 65535 {
+		ch.add("mqtt.receive-maximum", "must be from 1 to 65535, not %d", m.ReceiveMaximum)
+	}
+	if m.MaxInflight < 1 {
+		ch.add("mqtt.max-inflight", "must be at least 1, not %d", m.MaxInflight)
+	}
+	switch k := m.MaxKeepalive; {
+	case k < 5*time.Second || k > 65535*time.Second:
+		ch.add("mqtt.max-keepalive", "must be from 5s to %s (MQTT's keepalive is 16 bits of seconds), not %s", formatDuration(65535*time.Second), formatDuration(k))
+	case k%time.Second != 0:
+		ch.add("mqtt.max-keepalive", "must be whole seconds, not %s", formatDuration(k))
+	}
+	if m.AuthFile != "" {
+		ch.file("mqtt.auth-file", m.AuthFile, false)
+	} else if !m.AllowAnonymous && (m.Listen != "" || m.TLSListen != "" || m.WSListen != "") {
+		ch.add("mqtt.allow-anonymous", "is false but mqtt.auth-file names no users: no client could connect")
+	}
+	switch m.Unmatched {
+	case "live", "reject":
+	default:
+		ch.add("mqtt.unmatched", "%q is not one of live, reject", m.Unmatched)
+	}
+	if l := m.Ingest.Linger; l < 0 || l >= 100*time.Millisecond {
+		ch.add("mqtt.ingest.linger", "must be from 0 to under 100ms, not %s", formatDuration(l))
+	}
+	if m.Ingest.MaxPendingBytes < m.MaxPacketSize {
+		ch.add("mqtt.ingest.max-pending-bytes", "%s is less than mqtt.max-packet-size (%s); the largest publish must fit", m.Ingest.MaxPendingBytes, m.MaxPacketSize)
+	}
+	if m.Ingest.PublishTimeout <= 0 {
+		ch.add("mqtt.ingest.publish-timeout", "must be positive, not %s", formatDuration(m.Ingest.PublishTimeout))
+	}
+	switch m.Shared.Offset {
+	case "earliest", "latest":
+	default:
+		ch.add("mqtt.shared.offset", "%q is not one of earliest, latest", m.Shared.Offset)
+	}
+	switch a := m.Shared.AckTimeout; {
+	case a < time.Second || a > 36000*time.Second:
+		ch.add("mqtt.shared.ack-timeout", "must be from 1s to 10h (HStreamDB's ackTimeoutSeconds bounds), not %s", formatDuration(a))
+	case a%time.Second != 0:
+		ch.add("mqtt.shared.ack-timeout", "must be whole seconds, not %s", formatDuration(a))
+	}
+	if u := m.Shared.MaxUnacked; u < 1 || u > 1_000_000 {
+		ch.add("mqtt.shared.max-unacked", "must be from 1 to 1000000, not %d", u)
+	}
+}
+
 // hostPort checks that addr is host:port, or empty if optional, and
 // reports whether it is a usable address.
 func (ch *checker) hostPort(key, addr string, optional bool) bool {
@@ -174,7 +230,7 @@ func (ch *checker) hostPort(key, addr string, optional bool) bool {
 func (ch *checker) file(key, path string, required bool) {
 	if path == "" {
 		if required {
-			ch.add(key, "must be set when enable-tls is true")
+			ch.add(key, "must be set when enable-tls is true or mqtt.tls-listen is set")
 		}
 		return
 	}
