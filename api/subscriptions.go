@@ -33,7 +33,7 @@ func (s *Service) CreateSubscription(ctx context.Context, req *hstreampb.Subscri
 
 func (s *Service) createSubscription(ctx context.Context, req *hstreampb.Subscription) (*hstreampb.Subscription, error) {
 	id, stream := req.GetSubscriptionId(), req.GetStreamName()
-	if p := nameProblem(id); p != "" {
+	if p := cluster.NameProblem(id); p != "" {
 		return nil, errorf(errInvalidSubscriptionName, "invalid subscription id %q: %s", id, p)
 	}
 	if t := req.GetAckTimeoutSeconds(); t < 1 || t > maxAckTimeoutSeconds {
