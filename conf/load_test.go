@@ -3,6 +3,7 @@ package conf
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -286,4 +287,46 @@ func loadCase(t *testing.T, file string, env, args []string) (*Config, error) {
 		fs = flags(t, args...)
 	}
 	return Load(path, env, fs)
+}
+
+func TestRoutesFromYAMLEnvAndFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "weir.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(`
+mqtt:
+  routes:
+    - {filter: "factory/+/temp", stream: temps, key: "${topic[1]}", create: true}
+    - filter: "cars/#"
+      stream: cars
+`), 0o644))
+	c, err := Load(file, nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, []Route{
+		{Filter: "factory/+/temp", Stream: "temps", Key: "${topic[1]}", Create: true},
+		{Filter: "cars/#", Stream: "cars"},
+	}, c.MQTT.Routes)
+
+	c, err = Load("", []string{`WEIR_MQTT_ROUTES=[{filter: "a/#", stream: a}]`}, nil)
+	require.NoError(t, err)
+	require.Equal(t, []Route{{Filter: "a/#", Stream: "a"}}, c.MQTT.Routes)
+
+	fs := pflag.NewFlagSet("weir", pflag.ContinueOnError)
+	BindFlags(fs)
+	require.NoError(t, fs.Parse([]string{`--mqtt-routes=[{filter: "b/+", stream: b, key: "${username}"}]`}))
+	c, err = Load("", nil, fs)
+	require.NoError(t, err)
+	require.Equal(t, []Route{{Filter: "b/+", Stream: "b", Key: "${username}"}}, c.MQTT.Routes)
+	require.Equal(t, `[{filter: "b/+", stream: "b", key: "${username}"}]`, keyByPath["mqtt.routes"].format(reflect.ValueOf(c.MQTT.Routes)))
+
+	for _, tc := range []struct{ yaml, want string }{
+		{"mqtt:\n  routes:\n    - {filter: a, steam: a}\n", `route 0 (line 3): unknown field "steam" (want filter, stream, key or create)`},
+		{"mqtt:\n  routes:\n    - {filter: a}\n", `route 0 (line 3, filter "a"): stream is missing`},
+		{"mqtt:\n  routes:\n    - {stream: a}\n", `route 0 (line 3): filter is missing`},
+		{"mqtt:\n  routes: a/#\n", `mqtt.routes`},
+		{"mqtt:\n  routes:\n    - {filter: a, stream: a, create: maybe}\n", `create: want true or false`},
+	} {
+		require.NoError(t, os.WriteFile(file, []byte(tc.yaml), 0o644))
+		_, err := Load(file, nil, nil)
+		require.ErrorContains(t, err, tc.want, tc.yaml)
+	}
 }
