@@ -1,6 +1,130 @@
-// Package broker will own weir's embedded MQTT broker (mochi-mqtt): its
-// listeners (TCP, TLS, WebSocket) and the authentication and ACL hooks.
+// Package broker owns weir's embedded MQTT broker: a mochi-mqtt v2 server
+// (MQTT 3.1.1 and 5) with weir's listeners, limits, and the one hook that
+// authenticates clients and checks their publishes and subscribes against
+// an ACL. The bridge (package bridge) adds its hooks and uses the inline
+// client through Server; it never answers authentication or ACL checks.
 //
-// It holds no code yet: the MQTT front door arrives in a later version, and
-// until then `mqtt.listen` is accepted in the config but nothing listens.
+//	TCP (mqtt.listen)        ─┐
+//	TLS (mqtt.tls-listen)    ─┼─► mochi server ─► weir-auth hook ─► bridge hooks
+//	WebSocket (mqtt.ws-listen)┘     (Server())     (this package)     (AddHook)
+//
+// # Lifecycle
+//
+// New builds the server, adds the auth hook and binds the listeners (so
+// Addr, TLSAddr and WSAddr return real ports even for port 0), but serves
+// nothing. Start serves. Close stops the listeners, sends MQTT 5 clients
+// DISCONNECT 0x8B "server shutting down", closes every connection (also
+// those that have not sent CONNECT yet), waits up to 5s for their
+// goroutines, and stops the hooks; it is idempotent.
+//
+// # Listeners
+//
+//   - mqtt.listen: MQTT over TCP. Empty turns it off.
+//   - mqtt.tls-listen: MQTT over TLS (1.2 or later) with tls-cert-path and
+//     tls-key-path. When tls-ca-path is set, clients must present a
+//     certificate it verifies; the certificate does not replace the
+//     username and password (or anonymous access) below.
+//   - mqtt.ws-listen: MQTT over WebSocket (binary messages, subprotocol
+//     "mqtt", any URL path, any Origin), without TLS.
+//
+// A new connection has 10s to finish its TLS or WebSocket handshake and send
+// CONNECT; after CONNECT the keepalive deadline below applies.
+//
+// # Limits
+//
+//   - mqtt.max-packet-size: a packet larger than this closes the
+//     connection; MQTT 5 clients are told the size in CONNACK (Maximum
+//     Packet Size).
+//   - mqtt.receive-maximum: QoS 1 and 2 publishes a client may have
+//     unacknowledged; MQTT 5 clients are told it in CONNACK. mochi counts
+//     a QoS 1 publish until its PUBACK (sent before the next packet is
+//     read, unless a hook holds it back) and a QoS 2 one until its PUBREL,
+//     and disconnects a client that goes beyond the limit (3.1.1 too).
+//   - mqtt.max-inflight: QoS 1 and 2 messages the broker keeps
+//     unacknowledged towards one client (at most 65535).
+//   - mqtt.max-keepalive: a client asking for a longer keepalive, or for
+//     none (0), is given this one. MQTT 5 clients are told so in CONNACK
+//     (Server Keep Alive). A connection silent for 1.5 times its keepalive
+//     (in whole seconds, rounded down) is closed, which is how 3.1.1
+//     clients, who cannot be told, learn of it.
+//
+// # Authentication
+//
+// Without mqtt.auth-file no username is checked: when mqtt.allow-anonymous
+// is true every client connects (with or without a username, which is
+// taken as given) and may publish and subscribe to every topic; when it is
+// false none does.
+//
+// With mqtt.auth-file, a client giving a username must be one of the
+// file's users and give its password (checked with bcrypt); a client
+// giving no username connects only when mqtt.allow-anonymous is true. A
+// refused client gets CONNACK 0x86 "bad username or password" (MQTT 5) or
+// 0x05 "not authorized" (3.1.1, mochi's mapping of 0x86).
+//
+// # The auth file
+//
+// mqtt.auth-file is YAML:
+//
+//	users:
+//	  - username: device1
+//	    password: $2a$10$N9qo8uLOickgx2ZMRZoMye...   # bcrypt hash (weir mqtt passwd)
+//	  - username: admin
+//	    password: $2a$10$...
+//	acl:
+//	  - username: device1            # optional: a user, or "*" any user with a username
+//	    clientid: sensor-7           # optional: a client ID, or "*" any
+//	    publish: ["devices/%c/#"]    # topic filters this rule lets its clients publish to
+//	    subscribe: ["commands/%u/#"] # topic filters it lets them subscribe to
+//	  - username: admin
+//	    publish: ["#"]
+//	    subscribe: ["#"]
+//	  - publish: ["public/#"]        # no username: every client, anonymous ones too
+//	    subscribe: ["public/#"]
+//
+// The file is read once, by New. Every problem is reported, each as
+// "mqtt.auth-file: line N: ...", and New fails: an unknown or repeated
+// field, a password that is not a bcrypt hash (plain text is refused), a
+// user listed twice or without a username or password, a rule naming a
+// user not in users, a rule with neither publish nor subscribe, and a bad
+// topic filter. An empty file has no users and no rules.
+//
+// # ACL semantics
+//
+// With an auth file, everything not granted is denied. Rules only grant,
+// so their order does not matter: a client may publish to a topic (or
+// subscribe to a filter) when some rule that applies to it lists a publish
+// (subscribe) filter covering it.
+//
+//   - A rule applies to a client when its username matches (absent: every
+//     client, anonymous too; "*": every client that gave a username) and
+//     its clientid matches (absent or "*": every client).
+//   - A publish filter covers a topic when it matches it as MQTT matches
+//     (+ one level, # the rest and the parent: a/# covers a).
+//   - A subscribe filter covers a subscription filter when it matches every
+//     topic the subscription could: a/# covers a/+/b, a/+ does not cover
+//     a/#, a/b does not cover a/+. A shared subscription
+//     $share/{group}/{filter} is checked as {filter}; write ACL filters
+//     without $share.
+//   - As in MQTT, + or # in an ACL filter's first level does not match a
+//     topic starting with $ (such as $SYS): grant those explicitly
+//     ($SYS/#).
+//   - In a filter, %c stands for the client ID, %u for the username and %%
+//     for a %; they may appear anywhere in a level. A value is substituted
+//     literally, and one that could widen or retarget the filter never
+//     matches: a filter using %c (%u) covers nothing for a client whose ID
+//     (username) is empty, contains +, # or /, or starts with $. Anonymous
+//     clients thus never match %u.
+//   - The subscribe filters are also checked for each message the broker
+//     delivers to a client (with the message's topic), so a client only
+//     receives topics it may subscribe to.
+//   - The inline client (Server().Publish) bypasses the ACL.
+//
+// A denied subscribe gets SUBACK 0x87 "not authorized" (MQTT 5) or 0x80
+// (3.1.1). A denied publish at QoS 0 is dropped silently; at QoS 1 or 2 an
+// MQTT 5 client gets PUBACK or PUBREC 0x87 and stays connected, while a
+// 3.1.1 client, which has no negative acknowledgement, is disconnected.
+// mochi does all of these once the hook says no. A will is a publish too,
+// but mochi sends wills without asking the ACL (or the OnPublish hooks),
+// so the broker checks the will topic when the client connects and refuses
+// a denied one with CONNACK 0x87 "not authorized" (0x05 on 3.1.1).
 package broker

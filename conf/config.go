@@ -51,7 +51,7 @@ type MQTT struct {
 	WSListen       string        `yaml:"ws-listen" doc:"host:port of MQTT over WebSocket; empty disables it (default empty)"`
 	MaxPacketSize  ByteSize      `yaml:"max-packet-size" doc:"largest MQTT packet the broker accepts; larger ones close the connection (default 2MiB)"`
 	ReceiveMaximum int           `yaml:"receive-maximum" doc:"QoS 1 and 2 publishes one client may have unacknowledged; MQTT 5 clients are told it, 3.1.1 clients are slowed at it; 1 to 65535 (default 1024)"`
-	MaxInflight    int           `yaml:"max-inflight" doc:"QoS 1 and 2 messages the broker keeps unacknowledged towards one client (default 8192)"`
+	MaxInflight    int           `yaml:"max-inflight" doc:"QoS 1 and 2 messages the broker keeps unacknowledged towards one client; 1 to 65535 (default 8192)"`
 	MaxKeepalive   time.Duration `yaml:"max-keepalive" doc:"longest keepalive a client may use: MQTT 5 clients asking more, or none, are told to use this one, and a 3.1.1 connection silent for 1.5 times it is closed; whole seconds, 5s to 18h12m15s (default 10m)"`
 
 	AllowAnonymous bool   `yaml:"allow-anonymous" doc:"let clients connect without a username; when false, only users of mqtt.auth-file may (default true)"`

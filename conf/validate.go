@@ -166,8 +166,8 @@ func (m *MQTT) problems(ch *checker) {
 	if m.ReceiveMaximum < 1 || m.ReceiveMaximum > 65535 {
 		ch.add("mqtt.receive-maximum", "must be from 1 to 65535, not %d", m.ReceiveMaximum)
 	}
-	if m.MaxInflight < 1 {
-		ch.add("mqtt.max-inflight", "must be at least 1, not %d", m.MaxInflight)
+	if m.MaxInflight < 1 || m.MaxInflight > 65535 {
+		ch.add("mqtt.max-inflight", "must be from 1 to 65535 (MQTT's packet identifiers), not %d", m.MaxInflight)
 	}
 	switch k := m.MaxKeepalive; {
 	case k < 5*time.Second || k > 65535*time.Second:
