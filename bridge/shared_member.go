@@ -1,0 +1,355 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/weir-log/weir/api/hstreampb"
+	"github.com/weir-log/weir/api/wire"
+	"github.com/weir-log/weir/subscription"
+)
+
+// conn is one MQTT connection's part in shared subscriptions: its
+// memberships, and the group deliveries in flight to it.
+type conn struct {
+	cl *mqtt.Client
+	// slots holds one token per QoS 1 delivery awaiting its PUBACK, over
+	// all the connection's groups: its capacity is the window.
+	slots chan struct{}
+
+	members map[string]*member // by group; guarded by Shared.mu
+
+	mu      sync.Mutex
+	pending map[uint16]pendingPub // guarded by mu: our PUBLISHes in cl.State.Inflight, by packet ID
+}
+
+// pendingPub is a QoS 1 delivery awaiting its PUBACK.
+type pendingPub struct {
+	m  *member
+	id *hstreampb.RecordId
+}
+
+func newConn(cl *mqtt.Client, window int) *conn {
+	return &conn{
+		cl:      cl,
+		slots:   make(chan struct{}, window),
+		members: make(map[string]*member),
+		pending: make(map[uint16]pendingPub),
+	}
+}
+
+// takeMembers empties the connection's memberships and returns them, to be
+// stopped. Called with Shared.mu held.
+func (c *conn) takeMembers() []*member {
+	ms := make([]*member, 0, len(c.members))
+	for _, m := range c.members {
+		ms = append(ms, m)
+	}
+	c.members = nil
+	return ms
+}
+
+// track registers a QoS 1 delivery of the member under pk.PacketID in the
+// client's Inflight (as mochi's publishToClient does, server.go:1083-1087)
+// and in pending. It reports false if the member has stopped meanwhile.
+func (c *conn) track(m *member, pk packets.Packet, id *hstreampb.RecordId, info *int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.stopped {
+		return false
+	}
+	if c.cl.State.Inflight.Set(pk) {
+		atomic.AddInt64(info, 1)
+		c.cl.State.Inflight.DecreaseSendQuota()
+	}
+	c.pending[pk.PacketID] = pendingPub{m: m, id: id}
+	return true
+}
+
+// untrack forgets a delivery that was never written, freeing its slot.
+func (c *conn) untrack(pid uint16, info *int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pending[pid]; !ok {
+		return
+	}
+	delete(c.pending, pid)
+	c.forgetInflight(pid, info)
+	<-c.slots
+}
+
+// forgetInflight takes one of our PUBLISHes out of the client's Inflight,
+// restoring what track took. Called with c.mu held.
+func (c *conn) forgetInflight(pid uint16, info *int64) {
+	if c.cl.State.Inflight.Delete(pid) {
+		atomic.AddInt64(info, -1)
+		c.cl.State.Inflight.IncreaseSendQuota()
+	}
+}
+
+// puback acks the record of a delivery the client acknowledged, and frees
+// its slot. mochi's processPuback clears the Inflight entry after; if mochi
+// lost it meanwhile (an inbound publish with the same packet ID deletes it,
+// server.go:899-903), the send quota it took is restored here.
+func (c *conn) puback(pid uint16) {
+	c.mu.Lock()
+	p, ok := c.pending[pid]
+	if ok {
+		delete(c.pending, pid)
+		if _, held := c.cl.State.Inflight.Get(pid); !held {
+			c.cl.State.Inflight.IncreaseSendQuota()
+		}
+		<-c.slots
+	}
+	c.mu.Unlock()
+	if ok {
+		p.m.consumer.Ack([]*hstreampb.RecordId{p.id})
+	}
+}
+
+// A member is one connection's membership of one group: a consumer of the
+// group's subscription and the goroutine that delivers what it is given.
+type member struct {
+	s             *Shared
+	c             *conn
+	group, stream string
+	consumer      *subscription.Consumer
+	ctx           context.Context
+	cancel        context.CancelFunc
+
+	// grants are the member's filters and their QoS, replaced whole
+	// (copy on write) under Shared.mu, read by the delivery goroutine.
+	grants atomic.Pointer[[]grant]
+
+	stopped  bool        // guarded by c.mu: no new deliveries are tracked
+	ended    atomic.Bool // its deliveries ended on their own; it is being dropped
+	stopOnce sync.Once
+}
+
+type grant struct {
+	filter string
+	qos    byte
+}
+
+func newMember(s *Shared, c *conn, group, stream string, consumer *subscription.Consumer) *member {
+	ctx, cancel := context.WithCancel(s.ctx)
+	m := &member{s: s, c: c, group: group, stream: stream, consumer: consumer, ctx: ctx, cancel: cancel}
+	m.grants.Store(&[]grant{})
+	return m
+}
+
+// addFilter adds (or regrants) a filter. Called with Shared.mu held.
+func (m *member) addFilter(filter string, qos byte) {
+	gs := slices.DeleteFunc(slices.Clone(*m.grants.Load()), func(g grant) bool { return g.filter == filter })
+	gs = append(gs, grant{filter: filter, qos: min(qos, 1)})
+	m.grants.Store(&gs)
+}
+
+// removeFilter removes a filter and returns how many are left. Called with
+// Shared.mu held.
+func (m *member) removeFilter(filter string) int {
+	gs := slices.DeleteFunc(slices.Clone(*m.grants.Load()), func(g grant) bool { return g.filter == filter })
+	m.grants.Store(&gs)
+	return len(gs)
+}
+
+// match returns the QoS a record on topic is delivered at, or false if no
+// filter of the member matches it.
+func (m *member) match(topic string) (byte, bool) {
+	var (
+		qos byte
+		ok  bool
+	)
+	for _, g := range *m.grants.Load() {
+		if Match(g.filter, topic) {
+			qos, ok = max(qos, g.qos), true
+		}
+	}
+	return qos, ok
+}
+
+// stop ends the membership: no new deliveries, those in flight forgotten
+// (taken out of the client's Inflight, so a session taking over does not
+// resend them), and the consumer closed, so the owner delivers what it
+// held unacked again. It does not wait for the goroutine. Idempotent.
+func (m *member) stop() {
+	m.stopOnce.Do(func() {
+		m.cancel()
+		c := m.c
+		c.mu.Lock()
+		m.stopped = true
+		for pid, p := range c.pending {
+			if p.m == m {
+				delete(c.pending, pid)
+				c.forgetInflight(pid, &m.s.server.Info.Inflight)
+				<-c.slots
+			}
+		}
+		c.mu.Unlock()
+		m.consumer.Close()
+	})
+}
+
+// errStopped: the member stopped while delivering.
+var errStopped = errors.New("bridge: member stopped")
+
+// run delivers the consumer's batches until the member stops. If the
+// deliveries end on their own (the consumer was dropped, the connection
+// failed), the member leaves its group.
+func (m *member) run() {
+	defer m.s.wg.Done()
+	for {
+		rr, err := m.consumer.Next(m.ctx)
+		if err == nil {
+			err = m.send(rr)
+		}
+		if err == nil {
+			continue
+		}
+		if m.ctx.Err() == nil {
+			m.ended.Store(true)
+			lvl := m.s.log.Debug
+			if !errors.Is(err, mqtt.ErrConnectionClosed) {
+				lvl = m.s.log.Warn
+			}
+			lvl("shared subscription member stopped receiving", "client", m.c.cl.ID, "group", m.group, "error", err)
+			m.s.drop(m)
+		}
+		return
+	}
+}
+
+// send delivers one batch: records the member's filters do not match, and
+// QoS 0 deliveries, are acked at once; QoS 1 deliveries when their PUBACK
+// comes. An error means the member cannot go on.
+func (m *member) send(rr *hstreampb.ReceivedRecord) error {
+	ids := rr.GetRecordIds()
+	recs, err := wire.DecodeBatch(rr.GetRecord(), 0)
+	if err == nil && len(recs) != len(ids) {
+		err = fmt.Errorf("%d records for %d record ids", len(recs), len(ids))
+	}
+	if err != nil {
+		// It would come back forever: skip it, as the owner skips a
+		// corrupt entry.
+		m.s.log.Warn("shared subscription: skipping a batch that does not decode", "group", m.group, "records", len(ids), "error", err)
+		m.consumer.Ack(ids)
+		return nil
+	}
+	var done []*hstreampb.RecordId // acked without a PUBACK
+	flush := func() {
+		if len(done) > 0 {
+			m.consumer.Ack(done)
+			done = nil
+		}
+	}
+	defer flush()
+	info := &m.s.server.Info.Inflight
+	for i, rec := range recs {
+		pk := PublishPacket(rec, m.stream)
+		qos, ok := m.match(pk.TopicName)
+		if !ok {
+			done = append(done, ids[i])
+			continue
+		}
+		pk.FixedHeader.Qos = qos
+		pk.Created = time.Now().Unix() // mochi expires Inflight entries by it
+		if qos == 0 {
+			if err := m.write(pk, ids[i]); err != nil {
+				return err
+			}
+			done = append(done, ids[i])
+			continue
+		}
+		select {
+		case m.c.slots <- struct{}{}:
+		default:
+			flush() // the window is full: do not hold acks while waiting
+			select {
+			case m.c.slots <- struct{}{}:
+			case <-m.ctx.Done():
+				return m.ctx.Err()
+			}
+		}
+		pid, err := m.c.cl.NextPacketID()
+		if err != nil {
+			// Every packet ID is in flight to this client: leave the
+			// record unacked, the owner sends it again after its ack
+			// timeout.
+			<-m.c.slots
+			m.s.log.Warn("shared subscription: no free packet ID for a delivery", "client", m.c.cl.ID, "group", m.group)
+			continue
+		}
+		pk.PacketID = uint16(pid)
+		if !m.c.track(m, pk, ids[i], info) {
+			<-m.c.slots
+			return errStopped
+		}
+		if err := m.write(pk, ids[i]); err != nil {
+			m.c.untrack(pk.PacketID, info)
+			return err
+		}
+	}
+	return nil
+}
+
+// write sends a PUBLISH. A PUBLISH this client can never take (larger
+// than its maximum packet size, or not encodable) is acked and skipped,
+// for QoS 1 too (its slot freed), and nil returned; any other error is the
+// connection's.
+func (m *member) write(pk packets.Packet, id *hstreampb.RecordId) error {
+	err := m.c.cl.WritePacket(pk)
+	var code packets.Code
+	if err == nil || !errors.As(err, &code) {
+		return err
+	}
+	m.s.log.Warn("shared subscription: a record cannot be sent to this client; it is acked and skipped",
+		"client", m.c.cl.ID, "group", m.group, "topic", pk.TopicName, "bytes", len(pk.Payload), "error", err)
+	if pk.FixedHeader.Qos > 0 {
+		m.c.untrack(pk.PacketID, &m.s.server.Info.Inflight)
+	}
+	m.consumer.Ack([]*hstreampb.RecordId{id})
+	return nil
+}
+
+// keyedLocks is a mutex per key, held only while in use.
+type keyedLocks struct {
+	mu sync.Mutex
+	m  map[string]*keyedLock
+}
+
+type keyedLock struct {
+	sync.Mutex
+	refs int // guarded by keyedLocks.mu
+}
+
+// lock locks key and returns its unlock.
+func (k *keyedLocks) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = make(map[string]*keyedLock)
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyedLock{}
+		k.m[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
