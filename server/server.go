@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/weir-log/weir/api"
+	"github.com/weir-log/weir/bridge"
+	"github.com/weir-log/weir/broker"
 	"github.com/weir-log/weir/cluster"
 	"github.com/weir-log/weir/conf"
 	"github.com/weir-log/weir/store"
@@ -39,7 +41,7 @@ var (
 const shutdownGrace = 5 * time.Second
 
 // Server is one weir node: it starts its parts in dependency order (etcd,
-// store, cluster, subscriptions, API) and stops them in reverse.
+// store, cluster, subscriptions, API, MQTT) and stops them in reverse.
 type Server struct {
 	cfg *conf.Config
 	log *slog.Logger
@@ -51,6 +53,11 @@ type Server struct {
 	db          *store.DB
 	node        *cluster.Node
 	subs        *subscription.Manager
+
+	router *bridge.Router // compiled from mqtt.routes by New
+	broker *broker.Broker // nil when no MQTT listener is configured
+	ingest *bridge.Ingest
+	shared *bridge.Shared
 
 	grpcLis net.Listener
 	grpc    *grpc.Server
@@ -71,7 +78,11 @@ func New(cfg *conf.Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}, nil
+	router, err := bridge.NewRouter(cfg.MQTT.Routes, cfg.MQTT.Unmatched)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry(), router: router}, nil
 }
 
 // Start brings the node up. On error, everything already started is stopped.
@@ -189,9 +200,56 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			}
 		}()
 	}
+	if err := s.startMQTT(); err != nil {
+		return err
+	}
 	s.log.Info("weir node serving", "id", cfg.NodeID, "grpc", s.grpcLis.Addr().String(), "advertise", advertise,
-		"http", cfg.HTTP.Listen, "data", cfg.DataDir, "version", Version)
+		"mqtt", s.MQTTAddr(), "http", cfg.HTTP.Listen, "data", cfg.DataDir, "version", Version)
 	return nil
+}
+
+// startMQTT starts the broker with the bridge's hooks, when any MQTT
+// listener is configured: the ingest hook stores publishes, the shared
+// hook serves $share/{group}/{filter} from subscriptions.
+func (s *Server) startMQTT() (err error) {
+	cfg := s.cfg
+	if cfg.MQTT.Listen == "" && cfg.MQTT.TLSListen == "" && cfg.MQTT.WSListen == "" {
+		return nil
+	}
+	if s.broker, err = broker.New(broker.Options{Config: cfg, Logger: s.log}); err != nil {
+		return err
+	}
+	if s.ingest, err = bridge.NewIngest(bridge.IngestOptions{
+		Node:          s.node,
+		Server:        s.broker.Server(),
+		Router:        s.router,
+		MQTT:          cfg.MQTT,
+		Stream:        cfg.Stream,
+		MaxRecordSize: int(cfg.Store.MaxRecordSize),
+		MaxBatchSize:  int(cfg.Store.MaxBatchSize),
+		Logger:        s.log,
+		Metrics:       s.reg,
+	}); err != nil {
+		return err
+	}
+	if err := s.broker.AddHook(s.ingest, nil); err != nil {
+		return err
+	}
+	if s.shared, err = bridge.NewShared(bridge.SharedOptions{
+		Node:          s.node,
+		Subscriptions: s.subs,
+		Server:        s.broker.Server(),
+		Router:        s.router,
+		Shared:        cfg.MQTT.Shared,
+		Streams:       cfg.Stream,
+		Logger:        s.log,
+	}); err != nil {
+		return err
+	}
+	if err := s.broker.AddHook(s.shared, nil); err != nil {
+		return err
+	}
+	return s.broker.Start()
 }
 
 // advertised is the address clients are told to dial: the configured one,
@@ -227,6 +285,15 @@ func (s *Server) HTTPAddr() string {
 	return s.httpLis.Addr().String()
 }
 
+// MQTTAddr is the address the MQTT broker's TCP listener is bound to, or
+// "" when MQTT is off.
+func (s *Server) MQTTAddr() string {
+	if s.broker == nil {
+		return ""
+	}
+	return s.broker.Addr()
+}
+
 // Node is the node's cluster handle (for tests and tools in this module).
 func (s *Server) Node() *cluster.Node { return s.node }
 
@@ -237,8 +304,10 @@ func (s *Server) Subscriptions() *subscription.Manager { return s.subs }
 // Store is the node's store (for tests and benchmarks in this module).
 func (s *Server) Store() *store.DB { return s.db }
 
-// Close shuts down in reverse order: stop accepting RPCs and finish those in
-// flight (appends are never cut off half-way; long reads get shutdownGrace),
+// Close shuts down in reverse order: stop the MQTT broker (its clients are
+// disconnected; publishes it accepted still commit) and detach MQTT group
+// members, stop accepting RPCs and finish those in flight (appends are
+// never cut off half-way; long reads get shutdownGrace),
 // stop the raft loop after its last round, close the store (flushing it),
 // then etcd. It is safe to call more than once and after a failed Start.
 func (s *Server) Close() error {
@@ -248,6 +317,18 @@ func (s *Server) Close() error {
 		s.http.Shutdown(ctx)
 		cancel()
 		s.http = nil
+	}
+	if s.broker != nil {
+		errs = append(errs, s.broker.Close())
+		s.broker = nil
+	}
+	if s.shared != nil {
+		errs = append(errs, s.shared.Close())
+		s.shared = nil
+	}
+	if s.ingest != nil {
+		errs = append(errs, s.ingest.Close())
+		s.ingest = nil
 	}
 	if s.grpc != nil {
 		s.svc.Shutdown() // end reads that follow the log; appends finish

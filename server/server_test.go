@@ -44,3 +44,21 @@ func TestDuplicateNodeIDIsRefused(t *testing.T) {
 	_, err = first.API.ListStreams(ctx, nil)
 	require.NoError(t, err, "the first node stopped serving")
 }
+
+// A route with an invalid filter or template fails start-up with a message
+// naming the route.
+func TestBadRouteFailsStartup(t *testing.T) {
+	for _, tc := range []struct {
+		route conf.Route
+		want  string
+	}{
+		{conf.Route{Filter: "factory/#/temp", Stream: "temps"}, `mqtt.routes[1] (filter "factory/#/temp"): filter is not a valid MQTT topic filter`},
+		{conf.Route{Filter: "factory/+", Stream: "f", Key: "${client}"}, `mqtt.routes[1] (filter "factory/+"): key "${client}": unknown variable ${client}`},
+	} {
+		cfg := conf.Default()
+		cfg.DataDir = t.TempDir()
+		cfg.MQTT.Routes = []conf.Route{{Filter: "ok/#", Stream: "ok"}, tc.route}
+		_, err := server.New(cfg, nodetest.Logger())
+		require.ErrorContains(t, err, tc.want)
+	}
+}

@@ -19,8 +19,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weir-log/weir/api/hstreampb"
+	"github.com/weir-log/weir/api/wire"
 	"github.com/weir-log/weir/conf"
 	"github.com/weir-log/weir/server"
 )
@@ -97,6 +99,46 @@ func (n *Node) Close() {
 		n.Server.Close()
 		n.Server = nil
 	}
+}
+
+// Records returns every record of stream, read from the node's store in
+// log order, shard by shard.
+func (n *Node) Records(t testing.TB, stream string) []*hstreampb.HStreamRecord {
+	t.Helper()
+	node := n.Server.Node()
+	shards, err := node.StreamShards(stream)
+	if err != nil {
+		t.Fatalf("nodetest: %v", err)
+	}
+	var out []*hstreampb.HStreamRecord
+	for _, m := range shards {
+		sh, err := node.Shard(m.ID)
+		if err != nil {
+			t.Fatalf("nodetest: %v", err)
+		}
+		for from := uint64(0); ; {
+			ents, err := sh.Read(from, 1000, 64<<20)
+			if err != nil {
+				t.Fatalf("nodetest: reading shard %d: %v", m.ID, err)
+			}
+			if len(ents) == 0 {
+				break
+			}
+			for _, e := range ents {
+				var br hstreampb.BatchedRecord
+				if err := proto.Unmarshal(e.Batch, &br); err != nil {
+					t.Fatalf("nodetest: shard %d entry %d: %v", m.ID, e.Index, err)
+				}
+				recs, err := wire.DecodeBatch(&br, wire.MaxDecodedBytes)
+				if err != nil {
+					t.Fatalf("nodetest: shard %d entry %d: %v", m.ID, e.Index, err)
+				}
+				out = append(out, recs...)
+			}
+			from = ents[len(ents)-1].Index + 1
+		}
+	}
+	return out
 }
 
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
