@@ -12,7 +12,8 @@ BENCH   ?= .
 build:
 	$(GO) build -o $(BIN) ./cmd/weir
 
-# A standalone node: embedded etcd, gRPC on 127.0.0.1:6570, data in ./data.
+# A standalone node: embedded etcd, MQTT on 127.0.0.1:1883, gRPC on
+# 127.0.0.1:6570, data in ./data.
 run: build
 	./$(BIN) server $(ARGS)
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
 
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/client"
@@ -144,11 +146,12 @@ func TestJSONRecord(t *testing.T) {
 	var buf bytes.Buffer
 	printRecord, err := recordPrinter(&buf, "json")
 	require.NoError(t, err)
-	require.NoError(t, printRecord(client.ReceivedRecord{ID: &hstreampb.RecordId{ShardId: 1, BatchId: 2, BatchIndex: 3}, Key: "k", Payload: []byte("<ok>"), PublishTime: ts}))
+	require.NoError(t, printRecord(client.ReceivedRecord{ID: &hstreampb.RecordId{ShardId: 1, BatchId: 2, BatchIndex: 3}, Key: "k", Payload: []byte("<ok>"), PublishTime: ts,
+		Attributes: map[string]string{"mqtt.topic": "a/b"}}))
 	require.NoError(t, printRecord(client.ReceivedRecord{ID: &hstreampb.RecordId{ShardId: 1, BatchId: 2, BatchIndex: 4}, Payload: []byte{0xff, 0x00}}))
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	require.Len(t, lines, 2)
-	require.JSONEq(t, `{"id":"1-2-3","key":"k","payload":"<ok>","publishTime":"2024-05-01T12:00:00.005Z"}`, lines[0])
+	require.JSONEq(t, `{"id":"1-2-3","key":"k","payload":"<ok>","publishTime":"2024-05-01T12:00:00.005Z","attributes":{"mqtt.topic":"a/b"}}`, lines[0])
 	require.JSONEq(t, `{"id":"1-2-4","key":"","payload":"/wA=","payloadEncoding":"base64"}`, lines[1])
 	var j jsonRecord
 	require.NoError(t, json.Unmarshal([]byte(lines[0]), &j))
@@ -249,4 +252,24 @@ func TestPrintSubscriptions(t *testing.T) {
 	buf.Reset()
 	require.NoError(t, printSubscriptionOffsets(&buf, []*hstreampb.SubscriptionOffset{{ShardId: 9, BatchId: 4}, {ShardId: 2, BatchId: 11}}))
 	require.Equal(t, "SHARD  BATCH\n2      11\n9      4\n", buf.String(), "by shard id")
+}
+
+func TestMQTTPasswd(t *testing.T) {
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetIn(strings.NewReader("s3cret\n"))
+	root.SetArgs([]string{"mqtt", "passwd", "device1"})
+	require.NoError(t, root.Execute())
+	var users []struct{ Username, Password string }
+	require.NoError(t, yaml.Unmarshal(out.Bytes(), &users), out.String())
+	require.Len(t, users, 1)
+	require.Equal(t, "device1", users[0].Username)
+	require.NoError(t, bcrypt.CompareHashAndPassword([]byte(users[0].Password), []byte("s3cret")))
+
+	root = newRootCmd()
+	root.SetOut(io.Discard)
+	root.SetIn(strings.NewReader(""))
+	root.SetArgs([]string{"mqtt", "passwd", "device1"})
+	require.ErrorContains(t, root.Execute(), "no password on stdin")
 }

@@ -65,7 +65,8 @@ waits for new records until interrupted.
 
 --format text prints "<record-id>\t<key>\t<payload>" per record; --format json
 prints one object per line: id, key, payload (a string if it is UTF-8, else
-base64 with "payloadEncoding": "base64") and publishTime.`,
+base64 with "payloadEncoding": "base64"), publishTime and attributes (for a
+record published over MQTT: mqtt.topic, mqtt.qos, mqtt.clientid, ...).`,
 		Args: exactlyOne("STREAM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			start, err := parseFrom(from)
@@ -201,11 +202,12 @@ func isDigits(s string) bool {
 
 // jsonRecord is one line of --format json.
 type jsonRecord struct {
-	ID              string `json:"id"`
-	Key             string `json:"key"`
-	Payload         string `json:"payload"`
-	PayloadEncoding string `json:"payloadEncoding,omitempty"` // "base64" when the payload is not UTF-8
-	PublishTime     string `json:"publishTime,omitempty"`
+	ID              string            `json:"id"`
+	Key             string            `json:"key"`
+	Payload         string            `json:"payload"`
+	PayloadEncoding string            `json:"payloadEncoding,omitempty"` // "base64" when the payload is not UTF-8
+	PublishTime     string            `json:"publishTime,omitempty"`
+	Attributes      map[string]string `json:"attributes,omitempty"` // e.g. mqtt.topic for a record published over MQTT
 }
 
 // recordPrinter returns the function that writes one record to w in the
@@ -228,7 +230,7 @@ func recordPrinter(w io.Writer, format string) (func(client.ReceivedRecord) erro
 }
 
 func toJSONRecord(r client.ReceivedRecord) jsonRecord {
-	j := jsonRecord{ID: wire.FormatRecordID(r.ID), Key: r.Key}
+	j := jsonRecord{ID: wire.FormatRecordID(r.ID), Key: r.Key, Attributes: r.Attributes}
 	if utf8.Valid(r.Payload) {
 		j.Payload = string(r.Payload)
 	} else {
