@@ -278,7 +278,7 @@ func (i *Ingest) ID() string { return "weir-ingest" }
 // Provides reports the events the hook handles.
 func (i *Ingest) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired:
+	case mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWillSent:
 		return true
 	}
 	return false
@@ -317,6 +317,19 @@ func (i *Ingest) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	}
 	i.publishQoS12(cl, pk)
 	return pk, packets.ErrRejectPacket
+}
+
+// OnWillSent stores a will once mochi has delivered it (mochi sends wills
+// without OnPublish), as a QoS 0 publish of the departed client: nobody
+// waits for its commit, and one that cannot be stored is dropped (counted
+// and logged). Under overload it waits for room like any publish; a
+// delayed will (MQTT 5) is sent from mochi's event loop, which then waits
+// too, at most mqtt.ingest.publish-timeout.
+func (i *Ingest) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Inline || strings.HasPrefix(pk.TopicName, "$SYS") {
+		return
+	}
+	i.publishQoS0(cl, pk)
 }
 
 // publishQoS0 queues a QoS 0 publish and lets mochi deliver it; nothing
