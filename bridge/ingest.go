@@ -44,6 +44,13 @@ package bridge
 // so a client that does not read its socket stalls only its own acks, not
 // a shard's waiter.
 //
+// The log's order of one client's records is its publish order while
+// nothing fails. After a failure it may not be: when an entry fails (a
+// timeout, no leader) and later ones, in later batches, commit, the
+// client's retransmit of the failed one lands after them. At-least-once
+// with retransmission reorders, as Kafka producers do without
+// idempotence; the bridge does not hold later publishes back for it.
+//
 // # Bounds (backpressure)
 //
 //   - Per session, at most mqtt.receive-maximum QoS 1/2 publishes not yet
@@ -52,49 +59,71 @@ package bridge
 //     which stops mochi reading the socket (3.1.1 has no receive maximum;
 //     an MQTT 5 client over the maximum it was told is slowed the same way).
 //   - Over all clients, at most mqtt.ingest.max-pending-bytes of publishes
-//     queued or committing, each charged its payload and topic plus a fixed
-//     overhead (so empty payloads are bounded too); a single publish larger
-//     than the whole budget is let in alone.
-//   - Waits are bounded by mqtt.ingest.publish-timeout from the moment the
-//     publish is read: past it, a QoS 1/2 publish is refused with quota
-//     exceeded (0x97) on MQTT 5, its client disconnected on 3.1.1, and a
-//     QoS 0 publish is dropped (counted). The same deadline bounds the
-//     proposal and the commit wait: a publish still queued when it expires
-//     is refused without being stored; one whose commit outlives it is
-//     refused too, although it may still commit (a retransmit then stores
-//     it twice, which at-least-once allows).
+//     held, each charged what the bridge holds for it: its marshaled
+//     record, the payload kept for the live delivery (QoS 1/2) and a fixed
+//     overhead (so empty payloads are bounded too). A QoS 1/2 publish
+//     (stored or live only) is charged until its ack is written (its
+//     payload is dropped then), a QoS 0 one until it is committed or
+//     failed; a single publish larger than the whole budget is let in
+//     alone. A re-ack or a refusal holds no payload and is not charged.
+//   - mqtt.ingest.publish-timeout, from the moment the publish is read,
+//     bounds its queueing: the waits for room and for the stream's route,
+//     and the time until its batch is proposed. Past it, a QoS 1/2 publish
+//     is refused with quota exceeded (0x97) on MQTT 5, its client
+//     disconnected on 3.1.1, and a QoS 0 publish is dropped (counted);
+//     none of them was stored. Once proposed, a batch waits for its commit
+//     with no deadline but Close's, and is acknowledged when it commits: a
+//     refusal there could not tell a retransmit that the first attempt
+//     committed. When Close gives up waiting, the outcome is unknown: no
+//     ack is written, the QoS 2 state is kept, and the client is
+//     disconnected.
 //   - Every wait in OnPublish also ends when the client disconnects (polled,
 //     since mochi offers no channel for it) or the Ingest closes, so mochi's
 //     Close, which waits for its client goroutines, is never held up long.
 //
 // # Failures
 //
-// MQTT 5 clients get the reason code in their PUBACK or PUBREC: 0x95 for a
-// payload over store.max-record-size, 0x90 for a topic no route matches
+// MQTT 5 clients get the reason code in their PUBACK or PUBREC: 0x83
+// (implementation specific, with a reason string naming
+// store.max-record-size; 0x95 is not a PUBACK code) for a payload over
+// store.max-record-size, 0x90 for a topic no route matches
 // under mqtt.unmatched: reject, 0x97 for overload and transient errors (no
 // leader, timeouts), 0x80 for anything else (a missing stream the route may
 // not create, a deleted shard, the node closing). MQTT 3.1.1 has no
-// negative ack: the client is disconnected, so it retransmits. (mochi's
-// own Code path would answer QoS 2 with a PUBACK, server.go:921; the bridge
-// writes PUBREC itself.) A stream or shard that is gone is dropped from the
-// route cache, so the retransmit looks it up again.
+// negative ack: the client is disconnected, so it retransmits. The refusal
+// takes its turn in the session's FIFO like an ack, so the acks of earlier
+// publishes are written first, and the writer disconnects by closing the
+// network connection: mochi's read loop then fails and sends the will
+// (a Stop from OnPublish would make mochi drop it). (mochi's own Code path
+// would answer QoS 2 with a PUBACK, server.go:921; the bridge writes PUBREC
+// itself.) A stream or shard that is gone is dropped from the route cache,
+// so the retransmit looks it up again, and all the stream's batchers stop.
 //
 // # QoS 2 exactly once
 //
-// Each session maps packet IDs of QoS 2 publishes to pending or committed.
-// A retransmitted PUBLISH while pending is dropped (its PUBREC goes out at
-// the commit); one after the commit is answered with PUBREC success without
-// a second append. On success the PUBREC is also put in the client's mochi
-// inflight map, as mochi itself does (server.go:947), so mochi's
-// processPubrel (server.go:1196) finds it and answers PUBCOMP; mochi would
-// answer a retransmit whose PUBREC is inflight with 0x91 (server.go:896),
-// so OnPacketRead takes that entry out first and OnPublish re-acks
-// (OnPacketRead cannot drop the packet: its ErrRejectPacket ends the
-// connection, clients.go:521). The
-// state is cleared at PUBREL, on a failed commit (the retransmit is then a
-// new attempt), and with the session. A QoS 1 retransmit (DUP) whose
-// original is still pending is dropped too; one after the original was
-// acknowledged is stored again (at-least-once).
+// Each session maps the packet ID of a QoS 2 publish to the publish that
+// claimed it: pending, then committed. The claim is taken as the PUBLISH is
+// read, before any wait, so a retransmit is recognized whatever the first
+// attempt is waiting for. A retransmitted PUBLISH while pending is dropped
+// (its PUBREC goes out at the commit); one after the commit is answered
+// with PUBREC success (a re-ack, never refused) without a second append.
+// The claim ends at PUBREL, when the publish fails (its negative PUBREC,
+// or the 3.1.1 disconnect, ends the exchange; the retransmit is a new
+// attempt), and with the session. A QoS 1 retransmit (DUP) whose original
+// is still pending is dropped too; one after the original was done is
+// stored again (at-least-once).
+//
+// The bridge keeps mochi's inflight map free of the PUBRECs it writes:
+// mochi answers a PUBLISH whose ID has a PUBREC inflight itself, without
+// OnPublish (server.go:896), so a stray one would acknowledge a message
+// never stored. OnPacketRead takes any such entry out before a QoS 2
+// PUBLISH reaches mochi, and puts the PUBREC in only when a PUBREL for a
+// committed publish arrives, so that processPubrel (server.go:1196), which
+// runs right after on the same goroutine, answers PUBCOMP and takes it out
+// (OnPacketRead cannot drop a packet: its ErrRejectPacket ends the
+// connection, clients.go:521). A PUBREC success is written only while the
+// exchange is on (checked under the session's wmu, which the PUBREL's
+// release takes too), so none follows mochi's PUBCOMP.
 //
 // # Sessions
 //
@@ -102,8 +131,13 @@ package bridge
 // (inheritClientSession, server.go:562): a reconnect that resumes the
 // session keeps it, and acks go to the current connection; a clean start
 // (or the takeover of a 3.1.1 clean session) starts a new one, and the old
-// session's acks are dropped (its publishes still commit). The state ends
-// when mochi ends the session (OnDisconnect with expire, OnClientExpired).
+// session's acks are dropped (its publishes still commit). A publish read
+// on a connection that is no longer its session's current one is dropped
+// (the client retransmits on the current one); one that waited for room
+// while its connection was taken over, or closed, is dropped when it would
+// join the FIFO, and a retransmit on the new connection takes its claim
+// over. The state ends when mochi ends the session (OnDisconnect with
+// expire, OnClientExpired).
 //
 // # Routing
 //
@@ -174,15 +208,17 @@ type Ingest struct {
 	budget      *budget
 	metrics     *ingestMetrics
 	inline      chan *mqtt.Client // free inline clients for live delivery
+	inlineMade  atomic.Int64      // inline clients made (at most inlinePool)
 	quit        chan struct{}     // closed by Close: publishers stop waiting, batchers drain
 	ctx         context.Context   // canceled when Close gives up waiting for commits
 	cancel      context.CancelFunc
 	closeOnce   sync.Once
 	wg          sync.WaitGroup // batchers, waiters, ack writers
 	beforeBatch func()         // test seam: called by a batcher before it takes a batch
+	beforeWait  func()         // test seam: called by a waiter before it waits for a commit
 
-	// No lock below (nor a session's, the budget's or a batcher's) is
-	// held while another is taken.
+	// No lock below (nor a session's mu, the budget's or a batcher's) is
+	// held while another is taken; a session's wmu is taken before its mu.
 	streamsMu sync.RWMutex
 	streams   map[string]*streamRoute // guarded by streamsMu: resolved (or resolving) streams
 
@@ -205,9 +241,9 @@ const (
 	// closedPoll is how often a blocked publisher checks that its client
 	// is still connected.
 	closedPoll = 100 * time.Millisecond
-	// inlinePool is how many idle inline clients are kept for live
-	// delivery.
-	inlinePool = 8
+	// inlinePool is how many inline clients live delivery uses at most
+	// (one per concurrent delivery; each has a large outbound channel).
+	inlinePool = 16
 )
 
 // Errors behind the reason codes.
@@ -215,6 +251,7 @@ var (
 	errClosed  = errors.New("bridge: ingest is closed")
 	errTimeout = errors.New("bridge: publish timeout")
 	errGone    = errors.New("bridge: client disconnected")
+	errUnknown = errors.New("bridge: commit outcome unknown")
 )
 
 // NewIngest checks opts and returns the hook; it starts no goroutines until
@@ -289,10 +326,14 @@ func (i *Ingest) Provides(b byte) bool {
 func (i *Ingest) Stop() error { return i.Close() }
 
 // Close stops taking publishes, lets those already accepted commit (for at
-// most mqtt.ingest.publish-timeout; the rest fail) and acknowledges them
-// where their clients are still connected, then stops every goroutine.
-// Call it after the broker stopped accepting; it is idempotent, and mochi's
-// Server.Close calls it through Stop.
+// most mqtt.ingest.publish-timeout; those still queued then fail, and the
+// clients of those still committing, whose outcome is unknown, are
+// disconnected without an ack) and acknowledges them where their clients
+// are still connected, then stops every goroutine. Call it once the broker
+// has disconnected its clients (mochi's Server.Close does, then calls it
+// through Stop): an ack writer blocked writing to a connected client that
+// does not read its socket holds Close up until the connection's write
+// deadline. It is idempotent.
 func (i *Ingest) Close() error {
 	i.closeOnce.Do(func() {
 		i.mu.Lock()
@@ -345,14 +386,13 @@ func (i *Ingest) publishQoS0(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		i.metrics.live.Inc()
 		return pk, nil
 	}
-	deadline := time.Now().Add(i.timeout)
-	e, code := i.newEntry(cl, pk, tgt, deadline)
-	if code != packets.CodeSuccess {
+	e := &entry{cl: cl, id: pk.PacketID, deadline: time.Now().Add(i.timeout)}
+	if code := i.record(e, pk, tgt); code != packets.CodeSuccess {
 		i.metrics.refused.Inc()
 		i.log.Warn("QoS 0 publish dropped", "client", cl.ID, "topic", pk.TopicName, "stream", tgt.Stream, "reason", code.Reason)
 		return pk, packets.ErrRejectPacket
 	}
-	if err := i.enqueue(cl, e, tgt); err != nil {
+	if err := i.enqueue(e, tgt); err != nil {
 		i.metrics.failed.Inc()
 		i.log.Warn("QoS 0 publish dropped", "client", cl.ID, "topic", pk.TopicName, "stream", tgt.Stream, "error", err)
 		return pk, packets.ErrRejectPacket
@@ -365,23 +405,24 @@ func (i *Ingest) publishQoS0(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 func (i *Ingest) publishQoS12(cl *mqtt.Client, pk packets.Packet) {
 	deadline := time.Now().Add(i.timeout)
 	s := i.session(cl)
-	switch s.classify(pk) {
+	e, kind := s.classify(cl, pk)
+	switch kind {
+	case pubGone:
+		return
 	case pubDuplicate:
 		i.metrics.duplicates.Inc()
 		return
 	case pubReack:
-		// Committed before; PUBREC again, in order, without a second
-		// append or delivery.
-		if err := s.waitRoom(i, cl, deadline); err != nil {
-			i.refuse(cl, s, pk, err)
-			return
-		}
+		// Committed before: PUBREC again, in order, without a second
+		// append or delivery. It is never refused (a refusal would end the
+		// exchange while the ID stays committed) and does not wait: it
+		// carries no payload, and at most one per committed ID is queued.
 		i.metrics.duplicates.Inc()
-		s.push(&entry{sess: s, cl: cl, pk: ackInfo(pk), done: true, code: packets.CodeSuccess})
+		s.push(e, true, packets.CodeSuccess)
 		return
 	}
 	if err := s.waitRoom(i, cl, deadline); err != nil {
-		i.refuse(cl, s, pk, err)
+		i.refuse(e, err)
 		return
 	}
 	tgt, ok := i.router.Route(pk.TopicName, cl.ID, string(cl.Properties.Username))
@@ -389,61 +430,78 @@ func (i *Ingest) publishQoS12(cl *mqtt.Client, pk packets.Packet) {
 		if i.router.RejectUnmatched() {
 			i.metrics.refused.Inc()
 			i.log.Debug("publish refused: no route matches its topic", "client", cl.ID, "topic", pk.TopicName)
-			i.fail(cl, s, pk, packets.ErrTopicNameInvalid)
+			i.fail(e, packets.ErrTopicNameInvalid)
 			return
 		}
-		// Delivered live, not stored; acknowledged in order.
+		// Delivered live, not stored; acknowledged in order, its bytes
+		// charged until then.
+		cost := int64(len(pk.Payload) + len(pk.TopicName) + entryOverhead)
+		if err := i.budget.acquire(i, cl, cost, deadline); err != nil {
+			i.refuse(e, err)
+			return
+		}
+		e.cost, e.live = cost, true
+		if !s.push(e, true, packets.CodeSuccess) {
+			i.budget.release(cost)
+			return
+		}
 		i.metrics.live.Inc()
-		s.push(&entry{sess: s, cl: cl, pk: pk, live: true, done: true, code: packets.CodeSuccess})
 		return
 	}
-	e, code := i.newEntry(cl, pk, tgt, deadline)
-	if code != packets.CodeSuccess {
+	e.deadline = deadline
+	if code := i.record(e, pk, tgt); code != packets.CodeSuccess {
 		i.metrics.refused.Inc()
 		i.log.Debug("publish refused", "client", cl.ID, "topic", pk.TopicName, "stream", tgt.Stream, "reason", code.Reason)
-		i.fail(cl, s, pk, code)
+		i.fail(e, code)
 		return
 	}
-	e.sess, e.live = s, true
-	if err := i.enqueue(cl, e, tgt); err != nil {
-		i.refuse(cl, s, pk, err)
+	// The payload is kept for the live delivery after the commit, and
+	// charged with the record.
+	e.cost += int64(len(pk.Payload))
+	e.live = true
+	if err := i.enqueue(e, tgt); err != nil {
+		i.refuse(e, err)
 	}
 }
 
-// newEntry builds the record of a routed publish, or the code refusing it.
-func (i *Ingest) newEntry(cl *mqtt.Client, pk packets.Packet, tgt Target, deadline time.Time) (*entry, packets.Code) {
+// errTooLarge refuses a payload over store.max-record-size. 0x95 (packet
+// too large) is no PUBACK or PUBREC reason code [MQTT-3.4.2-1].
+var errTooLarge = packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: "payload over store.max-record-size"}
+
+// record marshals the record of a routed publish into e and charges it
+// (with a fixed overhead, so empty payloads are bounded too), or returns
+// the code refusing it.
+func (i *Ingest) record(e *entry, pk packets.Packet, tgt Target) packets.Code {
 	if len(pk.Payload) > i.maxRecord {
-		return nil, packets.ErrPacketTooLarge
+		return errTooLarge
 	}
-	rec, err := proto.Marshal(NewRecord(cl, pk, tgt.Key))
+	rec, err := proto.Marshal(NewRecord(e.cl, pk, tgt.Key))
 	if err != nil || len(rec)+recordFraming > i.maxBatch {
-		return nil, packets.ErrPacketTooLarge
+		return errTooLarge
 	}
-	return &entry{
-		cl:       cl,
-		pk:       pk,
-		rec:      rec,
-		cost:     int64(len(pk.Payload) + len(pk.TopicName) + entryOverhead),
-		deadline: deadline,
-	}, packets.CodeSuccess
+	e.rec = rec
+	e.cost = int64(len(rec) + entryOverhead)
+	return packets.CodeSuccess
 }
 
 // enqueue finds the batcher of the publish's shard, waits for room in the
 // pending budget and queues the entry, pushing it on its session's FIFO
-// first (QoS 1/2) so its completion finds it there.
-func (i *Ingest) enqueue(cl *mqtt.Client, e *entry, tgt Target) error {
+// first (QoS 1/2) so its completion finds it there. Waits end at the
+// entry's deadline.
+func (i *Ingest) enqueue(e *entry, tgt Target) error {
 	ctx, cancel := context.WithDeadline(i.ctx, e.deadline)
 	b, err := i.batcherFor(ctx, tgt)
 	cancel()
 	if err != nil {
 		return err
 	}
-	if err := i.budget.acquire(i, cl, e.cost, e.deadline); err != nil {
+	if err := i.budget.acquire(i, e.cl, e.cost, e.deadline); err != nil {
 		return err
 	}
 	e.stream = tgt.Stream
-	if e.sess != nil {
-		e.sess.push(e)
+	if e.sess != nil && !e.sess.push(e, false, packets.CodeSuccess) {
+		i.budget.release(e.cost)
+		return errGone
 	}
 	if !b.enqueue(e) {
 		// The batcher stopped (shard gone, or closing) after we found it.
@@ -452,31 +510,29 @@ func (i *Ingest) enqueue(cl *mqtt.Client, e *entry, tgt Target) error {
 	return nil
 }
 
-// refuse answers a publish that could not be queued because of err.
-func (i *Ingest) refuse(cl *mqtt.Client, s *session, pk packets.Packet, err error) {
+// refuse answers a QoS 1/2 publish that could not be queued because of
+// err.
+func (i *Ingest) refuse(e *entry, err error) {
 	switch {
 	case errors.Is(err, errGone):
-		return // nobody to answer; the client retransmits on reconnect
+		e.sess.drop(e) // nobody to answer; the client retransmits on reconnect
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, cluster.ErrNoLeader):
 		i.metrics.overload.Inc()
-		i.log.Debug("publish refused: overloaded", "client", cl.ID, "topic", pk.TopicName, "error", err)
-		i.fail(cl, s, pk, packets.ErrQuotaExceeded)
+		i.log.Debug("publish refused: overloaded", "client", e.cl.ID, "topic", e.pk.TopicName, "error", err)
+		i.fail(e, packets.ErrQuotaExceeded)
 	default:
 		i.metrics.failed.Inc()
-		i.log.Warn("publish refused", "client", cl.ID, "topic", pk.TopicName, "error", err)
-		i.fail(cl, s, pk, codeOf(err))
+		i.log.Warn("publish refused", "client", e.cl.ID, "topic", e.pk.TopicName, "error", err)
+		i.fail(e, codeOf(err))
 	}
 }
 
-// fail answers a QoS 1/2 publish refused before it was queued: an MQTT 5
-// client gets code, in order; a 3.1.1 client is disconnected.
-func (i *Ingest) fail(cl *mqtt.Client, s *session, pk packets.Packet, code packets.Code) {
-	if cl.Properties.ProtocolVersion < 5 {
-		s.forget(pk)
-		cl.Stop(code)
-		return
-	}
-	s.push(&entry{sess: s, cl: cl, pk: ackInfo(pk), done: true, code: code})
+// fail answers a QoS 1/2 publish refused before it was queued, in order:
+// an MQTT 5 client gets code, a 3.1.1 client is disconnected (by the
+// writer, once the acks before it are written).
+func (i *Ingest) fail(e *entry, code packets.Code) {
+	e.pk, e.rec, e.cost, e.live = packets.Packet{}, nil, 0, false
+	e.sess.push(e, true, code)
 }
 
 // codeOf maps an append error to the reason code MQTT 5 clients get.
@@ -491,26 +547,23 @@ func codeOf(err error) packets.Code {
 	}
 }
 
-// ackInfo keeps what an ack needs of a publish (no payload).
-func ackInfo(pk packets.Packet) packets.Packet {
-	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: pk.FixedHeader.Qos}, PacketID: pk.PacketID, TopicName: pk.TopicName}
-}
-
-// OnPacketRead prepares two QoS 2 exchanges before mochi sees them: a
-// retransmitted PUBLISH the bridge already knows (mochi would answer 0x91
-// if its PUBREC is inflight), and a PUBREL, which ends the exactly-once
-// state (making sure mochi has the PUBREC inflight, so it answers PUBCOMP).
+// OnPacketRead prepares two QoS 2 exchanges before mochi sees them. A
+// QoS 2 PUBLISH: any PUBREC in mochi's inflight map for its ID is taken
+// out, or mochi would answer the publish itself (0x91, or a bare PUBREC
+// on 3.1.1, server.go:896) without OnPublish storing it. A PUBREL, which
+// ends the bridge's exactly-once state of a committed publish: the PUBREC
+// is put in mochi's inflight map just then, so processPubrel (which runs
+// next, on this goroutine) answers PUBCOMP and takes it out again. The
+// bridge puts nothing else in mochi's inflight map.
 func (i *Ingest) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
 	}
 	switch {
 	case pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos == 2:
-		if s := i.lookupSession(cl.ID); s != nil && s.knowsQoS2(pk.PacketID) {
-			if in, ok := cl.State.Inflight.Get(pk.PacketID); ok && in.FixedHeader.Type == packets.Pubrec {
-				if cl.State.Inflight.Delete(pk.PacketID) {
-					atomic.AddInt64(&i.srv.Info.Inflight, -1)
-				}
+		if in, ok := cl.State.Inflight.Get(pk.PacketID); ok && in.FixedHeader.Type == packets.Pubrec {
+			if cl.State.Inflight.Delete(pk.PacketID) {
+				atomic.AddInt64(&i.srv.Info.Inflight, -1)
 			}
 		}
 	case pk.FixedHeader.Type == packets.Pubrel:
@@ -580,7 +633,7 @@ func (i *Ingest) session(cl *mqtt.Client) *session {
 
 // setInflightPubrec records a QoS 2 publish's PUBREC in mochi's inflight
 // map, as processPublish does, so processPubrel answers PUBCOMP.
-func (i *Ingest) setInflightPubrec(cl *mqtt.Client, id uint16) packets.Packet {
+func (i *Ingest) setInflightPubrec(cl *mqtt.Client, id uint16) {
 	now := time.Now().Unix()
 	ack := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
@@ -591,7 +644,6 @@ func (i *Ingest) setInflightPubrec(cl *mqtt.Client, id uint16) packets.Packet {
 	if cl.State.Inflight.Set(ack) {
 		atomic.AddInt64(&i.srv.Info.Inflight, 1)
 	}
-	return ack
 }
 
 // waitUntil blocks until ready() holds, re-checking it whenever the

@@ -122,12 +122,41 @@ func (i *Ingest) createStream(ctx context.Context, name string) ([]cluster.Shard
 	return i.node.StreamShards(name)
 }
 
-// evict drops a stream's cached route, if it is still sr (nil: any).
+// evict drops a stream's cached route that failed to resolve.
 func (i *Ingest) evict(stream string, sr *streamRoute) {
 	i.streamsMu.Lock()
 	defer i.streamsMu.Unlock()
-	if cur := i.streams[stream]; cur != nil && (sr == nil || cur == sr) {
+	if i.streams[stream] == sr {
 		delete(i.streams, stream)
+	}
+}
+
+// dropStream handles a shard of b's stream found gone (the stream or the
+// shard was deleted): the stream's route is dropped, so the next publish
+// looks it up again, and every batcher of the route is stopped (what they
+// hold queued fails like a deleted shard). A route resolved anew since,
+// which does not hold b, is left alone; b stops in any case.
+func (i *Ingest) dropStream(b *batcher) {
+	b.halt()
+	i.streamsMu.Lock()
+	sr := i.streams[b.stream]
+	if sr == nil || !sr.resolved() || sr.batchers[b.id] != b {
+		i.streamsMu.Unlock()
+		return
+	}
+	delete(i.streams, b.stream)
+	i.streamsMu.Unlock()
+	for _, o := range sr.batchers {
+		o.halt()
+	}
+}
+
+func (sr *streamRoute) resolved() bool {
+	select {
+	case <-sr.ready:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -138,7 +167,7 @@ func (i *Ingest) batcher(m cluster.ShardMeta) (*batcher, error) {
 	if i.closed {
 		return nil, errClosed
 	}
-	if b := i.batchers[m.ID]; b != nil {
+	if b := i.batchers[m.ID]; b != nil && !b.halted() {
 		return b, nil
 	}
 	sh, err := i.node.Shard(m.ID)
@@ -151,6 +180,7 @@ func (i *Ingest) batcher(m cluster.ShardMeta) (*batcher, error) {
 		stream:  m.Stream,
 		shard:   sh,
 		signal:  make(chan struct{}, 1),
+		stopc:   make(chan struct{}),
 		slots:   make(chan struct{}, pipelineDepth),
 		handoff: make(chan proposal, pipelineDepth),
 	}
@@ -176,6 +206,8 @@ type batcher struct {
 	stream  string
 	shard   *cluster.Shard
 	signal  chan struct{} // the queue became non-empty
+	stopc   chan struct{} // closed by halt: the shard is gone
+	stop    sync.Once
 	slots   chan struct{} // one token per batch proposed and not yet committed
 	handoff chan proposal // proposed batches, to the waiter
 
@@ -184,12 +216,24 @@ type batcher struct {
 	stopped bool     // guarded by mu: no more entries are taken
 }
 
+// halt makes the batcher stop: its shard, or another of its stream's, is
+// gone.
+func (b *batcher) halt() { b.stop.Do(func() { close(b.stopc) }) }
+
+func (b *batcher) halted() bool {
+	select {
+	case <-b.stopc:
+		return true
+	default:
+		return false
+	}
+}
+
 // proposal is a batch proposed (or refused: err) for the waiter.
 type proposal struct {
-	pending  *cluster.Pending
-	entries  []*entry
-	deadline time.Time
-	err      error
+	pending *cluster.Pending
+	entries []*entry
+	err     error
 }
 
 // enqueue adds a publish to the queue; false once the batcher stopped.
@@ -212,7 +256,7 @@ func (b *batcher) enqueue(e *entry) bool {
 }
 
 // run proposes batches until the Ingest closes (then it drains the queue)
-// or the shard is gone.
+// or the shard is gone (halt, or its append finds it gone).
 func (b *batcher) run() {
 	defer close(b.handoff)
 	for {
@@ -221,6 +265,9 @@ func (b *batcher) run() {
 		case <-b.signal:
 		case <-b.i.quit:
 			draining = true
+		case <-b.stopc:
+			b.retire()
+			return
 		}
 		if b.i.linger > 0 && !draining {
 			t := time.NewTimer(b.i.linger)
@@ -228,6 +275,7 @@ func (b *batcher) run() {
 			case <-t.C:
 			case <-b.i.quit:
 				draining = true
+			case <-b.stopc:
 			}
 			t.Stop()
 		}
@@ -276,8 +324,10 @@ func (b *batcher) take(draining bool) (batch []*entry, more bool) {
 	return batch, rest > 0
 }
 
-// propose appends a batch (dropping what expired while queued) and hands
-// it to the waiter; false when the shard is gone.
+// propose appends a batch (refusing what expired while queued) and hands
+// it to the waiter; false when the shard is gone. publish-timeout bounds
+// the wait until the batch is proposed; once proposed, it is not refused
+// for taking long to commit.
 func (b *batcher) propose(batch []*entry) bool {
 	now := time.Now()
 	live := batch[:0:0]
@@ -308,6 +358,8 @@ func (b *batcher) propose(batch []*entry) bool {
 		}
 	}
 	data, err := encodeBatch(live)
+	// A Propose that fails did not queue the batch: refusing it then is
+	// safe.
 	var p *cluster.Pending
 	if err == nil {
 		ctx, cancel := context.WithDeadline(b.i.ctx, deadline)
@@ -315,7 +367,7 @@ func (b *batcher) propose(batch []*entry) bool {
 		cancel()
 	}
 	b.i.metrics.batchRecords.Observe(float64(len(live)))
-	b.handoff <- proposal{pending: p, entries: live, deadline: deadline, err: err}
+	b.handoff <- proposal{pending: p, entries: live, err: err}
 	return !errors.Is(err, cluster.ErrShardNotFound)
 }
 
@@ -341,8 +393,9 @@ func encodeBatch(batch []*entry) ([]byte, error) {
 	})
 }
 
-// retire stops a batcher whose shard is gone: what is queued fails, and
-// the stream's route is looked up again by the next publish.
+// retire stops a batcher whose shard is gone: what is queued fails, the
+// stream's other batchers stop too, and the stream's route is looked up
+// again by the next publish.
 func (b *batcher) retire() {
 	b.mu.Lock()
 	b.stopped = true
@@ -354,48 +407,57 @@ func (b *batcher) retire() {
 		delete(b.i.batchers, b.id)
 	}
 	b.i.mu.Unlock()
-	b.i.evict(b.stream, nil)
+	b.i.dropStream(b)
 	if len(rest) > 0 {
 		b.i.complete(rest, fmt.Errorf("%w: shard %d", cluster.ErrShardNotFound, b.id))
 	}
 }
 
-// wait completes proposed batches in order, each once committed or failed.
+// wait completes proposed batches in order, each once committed or
+// failed. A proposed batch is waited for without a deadline but Close's
+// (i.ctx): once the Ingest gives up, the outcome is unknown.
 func (b *batcher) wait() {
 	for pr := range b.handoff {
 		err := pr.err
 		if pr.pending != nil {
-			ctx, cancel := context.WithDeadline(b.i.ctx, pr.deadline)
-			_, _, err = pr.pending.Wait(ctx)
-			cancel()
+			if hook := b.i.beforeWait; hook != nil {
+				hook()
+			}
+			_, _, err = pr.pending.Wait(b.i.ctx)
+			if errors.Is(err, context.Canceled) || errors.Is(err, cluster.ErrClosed) {
+				err = fmt.Errorf("%w: %w", errUnknown, err) // it may commit yet
+			}
 		}
 		<-b.slots
 		if err != nil {
-			b.i.log.Warn("MQTT publishes not stored", "stream", b.stream, "shard", b.id, "publishes", len(pr.entries), "error", err)
+			b.i.log.Warn("MQTT publishes not stored (or not known to be)", "stream", b.stream, "shard", b.id, "publishes", len(pr.entries), "error", err)
 			if errors.Is(err, cluster.ErrShardNotFound) || errors.Is(err, cluster.ErrStreamNotFound) {
-				b.i.evict(b.stream, nil)
+				b.i.dropStream(b)
 			}
 		}
 		b.i.complete(pr.entries, err)
 	}
 }
 
-// complete settles entries: their budget is released and their sessions
-// learn the outcome.
+// complete settles entries: their sessions learn the outcome (QoS 1/2
+// entries leave the pending budget once acknowledged, QoS 0 ones here).
 func (i *Ingest) complete(es []*entry, err error) {
 	code := codeOf(err)
+	unknown := errors.Is(err, errUnknown)
 	for _, e := range es {
-		i.budget.release(e.cost)
 		e.rec = nil
-		if err == nil {
+		switch {
+		case err == nil:
 			i.metrics.stored.Inc()
-		} else if errors.Is(err, errTimeout) || code == packets.ErrQuotaExceeded {
+		case unknown || errors.Is(err, errTimeout) || code == packets.ErrQuotaExceeded:
 			i.metrics.overload.Inc()
-		} else {
+		default:
 			i.metrics.failed.Inc()
 		}
 		if e.sess != nil {
-			e.sess.finish(e, code)
+			e.sess.finish(e, code, unknown)
+		} else {
+			i.budget.release(e.cost)
 		}
 	}
 }

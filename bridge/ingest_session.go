@@ -12,16 +12,22 @@ import (
 type entry struct {
 	sess     *session     // nil for QoS 0, which nobody acknowledges
 	cl       *mqtt.Client // the connection that published it
-	pk       packets.Packet
-	rec      []byte // the marshaled HStreamRecord; nil once proposed
-	cost     int64  // charged to the pending budget while queued or committing
+	id       uint16       // its packet ID
+	qos      byte
+	pk       packets.Packet // kept for the live delivery after the commit (live); else zero
+	rec      []byte         // the marshaled HStreamRecord; nil once encoded into a batch
+	cost     int64          // charged to the pending budget: until acknowledged (QoS 1/2), until settled (QoS 0)
 	stream   string
-	deadline time.Time // publish-timeout from when it was read
+	deadline time.Time // publish-timeout from when it was read: bounds its queueing, not its commit
 	live     bool      // deliver to live subscribers once committed
+	orig     *entry    // a re-ack: the committed publish it answers again
 
 	// Guarded by sess.mu.
-	done bool
-	code packets.Code // the outcome, once done
+	queued  bool // on the session's FIFO
+	done    bool
+	code    packets.Code // the outcome, once done
+	unknown bool         // done, but the outcome is unknown (the Ingest closed while its commit was awaited)
+	reack   bool         // of a committed QoS 2 publish: a re-ack of it is queued and not yet written
 }
 
 // session is the ingest state of one MQTT session (a client ID): the FIFO
@@ -30,47 +36,77 @@ type entry struct {
 type session struct {
 	ing  *Ingest
 	room notifier // notified when outstanding falls
+	// wmu is held by the writer while it checks and writes a PUBREC
+	// success, and by a PUBREL while it ends the exchange, so that no
+	// PUBREC of the exchange is written after mochi's PUBCOMP. It is
+	// taken before mu.
+	wmu sync.Mutex
 
 	mu          sync.Mutex
-	cl          *mqtt.Client      // guarded by mu: the current connection
-	fifo        []*entry          // guarded by mu: not yet handed to the writer, in read order, from head
-	head        int               // guarded by mu
-	ready       []*entry          // guarded by mu: done, in order, for the writer
-	writing     bool              // guarded by mu: a writer goroutine is running
-	outstanding int               // guarded by mu: pushed and not yet written
-	qos1        map[uint16]*entry // guarded by mu: QoS 1 publishes pending, by packet ID
-	qos2        map[uint16]bool   // guarded by mu: QoS 2 publishes not yet released, true once committed
+	cl          *mqtt.Client // guarded by mu: the current connection
+	fifo        []*entry     // guarded by mu: not yet handed to the writer, in read order, from head
+	head        int          // guarded by mu
+	ready       []*entry     // guarded by mu: done, in order, for the writer
+	writing     bool         // guarded by mu: a writer goroutine is running
+	outstanding int          // guarded by mu: pushed and not yet written
+	// qos1 and qos2 hold the publish that claimed a packet ID, from the
+	// moment it is read (before any wait), guarded by mu. A QoS 1 claim
+	// ends when the publish is done; a QoS 2 claim ends when the publish
+	// fails, or at PUBREL once committed (done with success).
+	qos1 map[uint16]*entry
+	qos2 map[uint16]*entry
 }
 
 func newSession(i *Ingest, cl *mqtt.Client) *session {
-	return &session{ing: i, cl: cl, qos1: map[uint16]*entry{}, qos2: map[uint16]bool{}}
+	return &session{ing: i, cl: cl, qos1: map[uint16]*entry{}, qos2: map[uint16]*entry{}}
 }
 
 // What to do with a QoS 1/2 publish.
 const (
-	pubNew       = iota // store it
+	pubNew       = iota // store it (it holds the packet ID's claim)
 	pubDuplicate        // a retransmit of one still pending: drop it, its ack comes
 	pubReack            // a QoS 2 retransmit of one committed: PUBREC again
+	pubGone             // read on a connection that is no longer the session's: drop it
 )
 
-func (s *session) classify(pk packets.Packet) int {
+// classify decides what to do with a QoS 1/2 publish read on cl and
+// returns its entry (for pubNew, holding the packet ID's claim; for
+// pubReack, done).
+func (s *session) classify(cl *mqtt.Client, pk packets.Packet) (*entry, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if pk.FixedHeader.Qos == 2 {
-		committed, known := s.qos2[pk.PacketID]
-		switch {
-		case !known:
-			return pubNew
-		case committed:
-			return pubReack
-		default:
-			return pubDuplicate
+	if s.cl != cl {
+		// The session was taken over (or is another one now): the client
+		// retransmits on its current connection what it did not get acks
+		// for.
+		return nil, pubGone
+	}
+	e := &entry{sess: s, cl: cl, id: pk.PacketID, qos: pk.FixedHeader.Qos, pk: pk}
+	if e.qos == 2 {
+		if c := s.qos2[e.id]; c != nil {
+			switch {
+			case c.done && !c.unknown && c.code == packets.CodeSuccess:
+				if c.reack {
+					return nil, pubDuplicate // one re-ack queued answers both
+				}
+				c.reack = true
+				e.pk, e.orig, e.done, e.code = packets.Packet{}, c, true, packets.CodeSuccess
+				return e, pubReack
+			case c.queued:
+				return nil, pubDuplicate
+			}
+			// c is still waiting for room on an earlier connection (a
+			// connection's publishes are read one at a time): this
+			// retransmit takes its claim over, and c gives up at push.
 		}
+		s.qos2[e.id] = e
+		return e, pubNew
 	}
-	if e := s.qos1[pk.PacketID]; pk.FixedHeader.Dup && e != nil && !e.done {
-		return pubDuplicate
+	if c := s.qos1[e.id]; pk.FixedHeader.Dup && c != nil && c.queued {
+		return nil, pubDuplicate
 	}
-	return pubNew
+	s.qos1[e.id] = e
+	return e, pubNew
 }
 
 // resumes reports whether the new connection cl inherits this session, by
@@ -92,36 +128,52 @@ func (s *session) current() *mqtt.Client {
 	return s.cl
 }
 
-// knowsQoS2 reports whether a QoS 2 publish with this packet ID is pending
-// or committed and not yet released.
-func (s *session) knowsQoS2(id uint16) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.qos2[id]
-	return ok
-}
-
 // release ends the exactly-once state of a committed QoS 2 publish at its
 // PUBREL; it reports whether there was one.
 func (s *session) release(id uint16) bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if committed := s.qos2[id]; committed {
+	if c := s.qos2[id]; c != nil && c.done && !c.unknown && c.code == packets.CodeSuccess {
 		delete(s.qos2, id)
 		return true
 	}
 	return false
 }
 
-// forget drops any state of a publish refused without an ack.
-func (s *session) forget(pk packets.Packet) {
+// unclaim ends e's claim of its packet ID, if it still holds it. Call with
+// mu held.
+func (s *session) unclaim(e *entry) {
+	m := s.qos1
+	if e.qos == 2 {
+		m = s.qos2
+	}
+	if m[e.id] == e {
+		delete(m, e.id)
+	}
+	if e.orig != nil {
+		e.orig.reack = false
+	}
+}
+
+// settle records that e is done. A QoS 1 claim ends there, a QoS 2 one
+// when it failed (its negative PUBREC ends the exchange, and a retransmit
+// is a new attempt); an unknown outcome keeps the QoS 2 claim. Call with
+// mu held.
+func (s *session) settle(e *entry, code packets.Code, unknown bool) {
+	e.done, e.code, e.unknown = true, code, unknown
+	if e.qos != 2 || (!unknown && code != packets.CodeSuccess) {
+		s.unclaim(e)
+	}
+}
+
+// drop gives up a publish that is not answered (its connection is gone):
+// its claim ends, so the retransmit is stored.
+func (s *session) drop(e *entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if pk.FixedHeader.Qos == 2 {
-		if committed := s.qos2[pk.PacketID]; !committed {
-			delete(s.qos2, pk.PacketID)
-		}
-	}
+	s.unclaim(e)
 }
 
 // waitRoom blocks while the session has receive-maximum publishes
@@ -134,44 +186,38 @@ func (s *session) waitRoom(i *Ingest, cl *mqtt.Client, deadline time.Time) error
 	})
 }
 
-// push appends a QoS 1/2 publish to the FIFO, in read order; an entry
-// pushed done (refused, live only, re-ack) is acknowledged in its turn.
-func (s *session) push(e *entry) {
+// push appends a QoS 1/2 publish to the FIFO, in read order, pending or
+// (done) with its outcome code; a done one is acknowledged in its turn.
+// It returns false, dropping the publish and its claim, when the
+// publish's connection is no longer the session's current one or is
+// closed, or when a retransmit on a newer connection took its claim over:
+// the client retransmits (or did) on its current connection.
+func (s *session) push(e *entry, done bool, code packets.Code) bool {
 	s.mu.Lock()
+	claimed := e.orig != nil || (e.qos == 2 && s.qos2[e.id] == e) || (e.qos != 2 && s.qos1[e.id] == e)
+	if s.cl != e.cl || e.cl.Closed() || !claimed {
+		s.unclaim(e)
+		s.mu.Unlock()
+		return false
+	}
+	e.queued = true
+	if done && !e.done {
+		s.settle(e, code, false)
+	}
 	s.outstanding++
 	s.fifo = append(s.fifo, e)
-	id := e.pk.PacketID
-	if e.pk.FixedHeader.Qos == 2 {
-		switch {
-		case !e.done:
-			s.qos2[id] = false
-		case e.code == packets.CodeSuccess:
-			s.qos2[id] = true
-		}
-	} else if !e.done {
-		s.qos1[id] = e
-	}
 	start := s.advance()
 	s.mu.Unlock()
 	if start {
 		s.ing.startWriter(s)
 	}
+	return true
 }
 
 // finish records an entry's outcome and releases the acks it unblocks.
-func (s *session) finish(e *entry, code packets.Code) {
+func (s *session) finish(e *entry, code packets.Code, unknown bool) {
 	s.mu.Lock()
-	e.done, e.code = true, code
-	id := e.pk.PacketID
-	if e.pk.FixedHeader.Qos == 2 {
-		if code == packets.CodeSuccess {
-			s.qos2[id] = true
-		} else if committed, ok := s.qos2[id]; ok && !committed {
-			delete(s.qos2, id) // a retransmit is a new attempt
-		}
-	} else if s.qos1[id] == e {
-		delete(s.qos1, id)
-	}
+	s.settle(e, code, unknown)
 	start := s.advance()
 	s.mu.Unlock()
 	if start {
@@ -234,7 +280,7 @@ func (i *Ingest) writeAcks(s *session) {
 		cl := s.cl
 		s.mu.Unlock()
 		for _, e := range batch {
-			i.ack(cl, e)
+			i.ack(s, cl, e)
 		}
 		s.mu.Lock()
 		s.outstanding -= len(batch)
@@ -244,46 +290,97 @@ func (i *Ingest) writeAcks(s *session) {
 }
 
 // ack answers one publish on the session's current connection cl and,
-// once committed, delivers it live.
-func (i *Ingest) ack(cl *mqtt.Client, e *entry) {
-	ok := e.code == packets.CodeSuccess
+// once committed, delivers it live first. The publish's bytes leave the
+// pending budget here, once delivered and before the ack is written.
+func (i *Ingest) ack(s *session, cl *mqtt.Client, e *entry) {
+	ok := e.code == packets.CodeSuccess && !e.unknown
 	if ok && e.live {
 		i.deliver(e.cl, e.pk)
-		e.pk.Payload = nil
 	}
-	if !ok && cl.Properties.ProtocolVersion < 5 {
-		cl.Stop(e.code) // 3.1.1 has no negative ack: disconnect, so it retransmits
-		return
+	e.pk, e.live = packets.Packet{}, false // a committed QoS 2 entry stays claimed until PUBREL
+	if e.cost > 0 {
+		i.budget.release(e.cost)
+		e.cost = 0
 	}
-	var ack packets.Packet
 	switch {
-	case e.pk.FixedHeader.Qos == 2 && ok:
-		ack = i.setInflightPubrec(cl, e.pk.PacketID)
-	case e.pk.FixedHeader.Qos == 2:
-		ack = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: e.pk.PacketID}
+	case e.unknown:
+		// Not known to be stored (the Ingest closed first): no ack, and
+		// the client retransmits what it has no ack for on reconnect.
+		disconnect(cl)
+		return
+	case !ok && cl.Properties.ProtocolVersion < 5:
+		disconnect(cl) // 3.1.1 has no negative ack: disconnect, so it retransmits
+		return
+	case e.qos == 2 && ok:
+		// Only while the exchange is still on (no PUBREL ended it, the ID
+		// not claimed again since): a PUBREC after mochi's PUBCOMP would
+		// acknowledge the next message on the ID.
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		orig := e
+		if e.orig != nil {
+			orig = e.orig
+		}
+		s.mu.Lock()
+		on := s.qos2[e.id] == orig
+		if e.orig != nil {
+			e.orig.reack = false
+		}
+		s.mu.Unlock()
+		if on {
+			i.writeAck(cl, packets.Pubrec, e.id, e.code)
+		}
+	case e.qos == 2:
+		i.writeAck(cl, packets.Pubrec, e.id, e.code)
 	default:
-		ack = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: e.pk.PacketID}
+		i.writeAck(cl, packets.Puback, e.id, e.code)
 	}
-	if !ok {
-		ack.ReasonCode = e.code.Code
-		ack.Properties.ReasonString = e.code.Reason
+}
+
+func (i *Ingest) writeAck(cl *mqtt.Client, typ byte, id uint16, code packets.Code) {
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: id}
+	if code != packets.CodeSuccess {
+		ack.ReasonCode = code.Code
+		ack.Properties.ReasonString = code.Reason
 	}
 	if err := cl.WritePacket(ack); err != nil {
-		i.log.Debug("ack not written", "client", cl.ID, "packet_id", e.pk.PacketID, "error", err)
+		i.log.Debug("ack not written", "client", cl.ID, "packet_id", id, "error", err)
 	}
+}
+
+// disconnect ends cl's connection, so that its client retransmits what it
+// has no ack for. It closes the network connection rather than calling
+// cl.Stop: mochi's read loop then fails on its next read, sends the will
+// and stops the client, whereas a Stop from here that a read loop between
+// two packets noticed first would end the connection without the will
+// (attachClient, server.go:476).
+func disconnect(cl *mqtt.Client) {
+	if cl.Net.Conn != nil {
+		_ = cl.Net.Conn.Close()
+		return
+	}
+	cl.Stop(packets.ErrUnspecifiedError)
 }
 
 // deliver publishes a committed message to live subscribers and the
 // retained store, as mochi would have had the hook not rejected it: it is
 // injected through an inline client bearing the publisher's ID, so the
-// delivered packet's origin is the publisher (NoLocal holds).
+// delivered packet's origin is the publisher (NoLocal holds). At most
+// inlinePool inline clients exist; a delivery waits for a free one (each
+// is busy only for one synchronous InjectPacket).
 func (i *Ingest) deliver(from *mqtt.Client, pk packets.Packet) {
 	var ic *mqtt.Client
 	select {
 	case ic = <-i.inline:
 	default:
-		ic = i.srv.NewClient(nil, mqtt.LocalListener, "", true)
+		if i.inlineMade.Add(1) <= inlinePool {
+			ic = i.srv.NewClient(nil, mqtt.LocalListener, "", true)
+		} else {
+			i.inlineMade.Add(-1)
+			ic = <-i.inline
+		}
 	}
+	defer func() { i.inline <- ic }()
 	ic.ID = from.ID
 	ic.Properties.ProtocolVersion = from.Properties.ProtocolVersion
 	ic.Properties.Username = from.Properties.Username
@@ -291,10 +388,6 @@ func (i *Ingest) deliver(from *mqtt.Client, pk packets.Packet) {
 	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
 	if err := i.srv.InjectPacket(ic, pk); err != nil {
 		i.log.Warn("live delivery failed", "client", from.ID, "topic", pk.TopicName, "error", err)
-	}
-	select {
-	case i.inline <- ic:
-	default:
 	}
 }
 
