@@ -20,8 +20,9 @@ package bridge
 //	member goroutine: Consumer.Next ─► DecodeBatch ─► per record:
 //	    topic (mqtt.topic, else the stream name) matches f? ─ no ─► ack now
 //	    QoS 0 grant: PUBLISH, ack
-//	    QoS 1 grant: window slot ─► packet ID from mochi (cl.NextPacketID),
-//	      registered in cl.State.Inflight ─► PUBLISH
+//	    QoS 1 grant: window slot ─► (MQTT 5) client below its receive
+//	      maximum ─► packet ID from mochi (cl.NextPacketID), registered in
+//	      cl.State.Inflight ─► PUBLISH
 //	PUBACK ─► OnPacketRead: record acked (Consumer.Ack), slot freed;
 //	          mochi's processPuback then clears its Inflight entry
 //	UNSUBSCRIBE, disconnect, session takeover, Close ─► member leaves:
@@ -56,7 +57,13 @@ package bridge
 // of ours deletes ours and calls OnQosComplete with that ID (server.go:
 // 897-903, 962), which would ack a record the client never acknowledged
 // (TestSharedPacketIDsOfPublishesAckNothing). OnPacketRead sees only
-// packets from the wire, and the member's own table of IDs decides.
+// packets from the wire, and the member's own table of IDs decides. Once
+// an inbound PUBLISH has dropped one of our entries, the ID may be mochi's
+// again (the PUBREC of an inbound QoS 2 PUBLISH, say): the hook then
+// touches only Inflight entries that are still its PUBLISHes, zeroes the
+// packet ID of such a PUBACK before mochi processes it (mochi never has ID
+// 0 in flight), and never reuses an ID whose PUBACK is still due
+// (TestSharedPacketIDReusedByQoS2Publish).
 //
 // Takeover. A new connection with a client ID that is still connected, or
 // holds a persistent session, inherits the old one's Inflight and resends
@@ -64,7 +71,13 @@ package bridge
 // (server.go:455): the old connection's memberships leave there and take
 // their PUBLISHes out of its Inflight, so nothing of the group is resent
 // outside the group. The old connection's OnDisconnect comes later and
-// finds nothing of its own.
+// finds nothing of its own, and a SUBSCRIBE it still processes late joins
+// nothing: a connection that is closed or taken over never becomes a
+// member, and only such a connection's memberships are evicted by a
+// newer one of the same client ID. Who may take a session over is the
+// broker's business (package broker refuses a CONNECT whose client ID is
+// held under another username, so the ACL granted the inherited $share
+// subscriptions to the same user).
 //
 // # Decisions
 //
@@ -75,27 +88,47 @@ package bridge
 //     3.1.1 clients get 0x80 for every failure): 0x8F topic filter invalid
 //     for an invalid group or filter, a filter routing to no single stream,
 //     or a stream that does not exist (and that its route does not create);
-//     0x83 implementation specific error for a group on another stream, a
-//     consumer of that name already attached (a gRPC consumer, say), or a
-//     subscription owned by another node; 0x80 otherwise (etcd, timeouts,
+//     0x83 implementation specific error for a group on another stream,
+//     a group whose members here have another filter, a consumer of that
+//     name already attached (a gRPC consumer, say), or a subscription
+//     owned by another node; 0x80 otherwise (etcd, timeouts,
 //     shutting down). A route with create: true creates its missing stream
 //     (SharedOptions.Streams) when a group subscribes first.
-//   - One member per (group, client ID): a client may be in several groups,
-//     and several filters of one group make one member that gets a record
-//     if any of its filters matches it (at the highest QoS granted). Records
-//     that match none of the member's filters are acked without being
-//     delivered: a group is one cursor over its stream, so members should
-//     subscribe with the same filter.
+//   - One member per (group, client ID); a client may be in several groups.
+//   - One filter per group while it has members on this node: the first
+//     member's. A group is one cursor over its stream, and a record goes to
+//     the member holding its shard, which acks it without delivering it if
+//     its filter does not match: with different filters, a member would
+//     lose records meant for another. So a SUBSCRIBE to a group with
+//     another filter than its members' here is refused (0x83; 0x80 on
+//     3.1.1), and logged; once the last member has left, the group may be
+//     joined with any filter. Records that do not match the group's filter
+//     are acked without being delivered. (Members on other nodes are not
+//     compared; group names are not covered by the ACL.)
 //   - QoS: granted min(requested, 1). QoS 1 records are acked by their
 //     PUBACK; QoS 0 records once written to the connection.
 //   - Redelivery is the owner's: a record whose ack times out comes back
 //     from Consumer.Next and is sent again under a new packet ID, without
 //     DUP (it is a new PUBLISH). Duplicates are possible (at least once).
-//   - In flight per connection: at most the client's receive maximum
-//     (MQTT 5) and mochi's MaximumInflight (mqtt.max-inflight) QoS 1
-//     PUBLISHes, over all the client's groups; the member's goroutine waits
-//     for PUBACKs beyond that. The subscription's max-unacked bounds the
-//     group as a whole.
+//   - In flight per connection (the window), over all the client's groups:
+//     at most the client's receive maximum (MQTT 5; 128 for 3.1.1) and
+//     half of mochi's MaximumInflight (mqtt.max-inflight) QoS 1 PUBLISHes,
+//     so that mochi, which drops its own QoS 1 deliveries once Inflight
+//     holds MaximumInflight, keeps the other half. For an MQTT 5 client,
+//     nothing is sent either while its Inflight (mochi's deliveries too)
+//     holds its receive maximum (checked every 20ms while waiting). The
+//     member's goroutine waits beyond that, until it stops. The
+//     subscription's max-unacked bounds the group as a whole.
+//   - A resumed session's shared subscription that cannot rejoin its group
+//     is dropped if the group or filter is refused (0x8F, 0x83), and kept
+//     otherwise (etcd, timeouts), the client being disconnected (0x89
+//     server busy on MQTT 5) to retry when it reconnects. A SUBSCRIBE again
+//     to a filter the client had that fails leaves the group.
+//   - An MQTT 5 PUBACK with a reason code of 0x80 or more acks the record
+//     all the same: the client said it will not process it, and sending
+//     it again would loop.
+//   - Any client the ACL allows to subscribe to a filter may create a
+//     durable subscription (a group) on it; there is no quota yet.
 //   - A disconnected client is no member: it leaves its groups on
 //     disconnect (its unacked records go to the other members, or wait for
 //     one), also with a persistent session, since the group has others to
@@ -137,6 +170,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/cluster"
 	"github.com/weir-log/weir/conf"
 	"github.com/weir-log/weir/subscription"
@@ -187,11 +221,18 @@ type Shared struct {
 	wg     sync.WaitGroup // the members' delivery goroutines
 	locks  keyedLocks     // serialize joins and leaves per client ID
 
-	// mu guards closed, conns and every conn's members. Lock order:
-	// a client ID's lock (locks), then mu, then a conn's mu.
+	// mu guards closed, conns, every conn's members, and groups. Lock
+	// order: a client ID's lock (locks), then mu, then a conn's mu.
 	mu     sync.Mutex
 	closed bool
-	conns  map[string]*conn // by client ID: the connection whose memberships are live
+	conns  map[string]*conn        // by client ID: the connection whose memberships are live
+	groups map[string]*groupFilter // by group: the filter of the groups with members here
+}
+
+// groupFilter is the filter of a group while it has members on this node.
+type groupFilter struct {
+	filter  string
+	members int
 }
 
 // NewShared builds the hook; it does no I/O.
@@ -225,7 +266,7 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 	return &Shared{
 		node: opts.Node, subs: opts.Subscriptions, server: opts.Server, router: opts.Router,
 		cfg: cfg, streams: streams, log: log.With("component", "mqtt-shared"),
-		ctx: ctx, cancel: cancel, conns: make(map[string]*conn),
+		ctx: ctx, cancel: cancel, conns: make(map[string]*conn), groups: make(map[string]*groupFilter),
 	}, nil
 }
 
@@ -299,6 +340,7 @@ func (s *Shared) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []
 		if code := s.join(cl, group, filter, reasonCodes[i]); code != packets.CodeSuccess {
 			reasonCodes[i] = failureCode(cl, code)
 			s.removePlaceholder(cl, sub.Filter)
+			s.leave(cl, group, filter) // a SUBSCRIBE again to a filter it had
 		}
 	}
 }
@@ -331,7 +373,9 @@ func (s *Shared) OnSelectSubscribers(subs *mqtt.Subscribers, _ packets.Packet) *
 
 // OnPacketRead acks the record behind a PUBACK of one of the group
 // deliveries in flight to the client. The packet goes on to mochi, which
-// clears its Inflight entry.
+// clears its Inflight entry; if that entry is no longer ours (see
+// conn.track), the packet ID is zeroed, which mochi never has in flight,
+// so that it leaves the entry alone.
 func (s *Shared) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Puback {
 		return pk, nil
@@ -339,8 +383,15 @@ func (s *Shared) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	s.mu.Lock()
 	c := s.conns[cl.ID]
 	s.mu.Unlock()
-	if c != nil && c.cl == cl {
-		c.puback(pk.PacketID)
+	if c == nil || c.cl != cl {
+		return pk, nil
+	}
+	p, ok, foreign := c.puback(pk.PacketID)
+	if ok {
+		p.m.consumer.Ack([]*hstreampb.RecordId{p.id})
+	}
+	if foreign {
+		pk.PacketID = 0
 	}
 	return pk, nil
 }
@@ -367,14 +418,31 @@ func (s *Shared) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 
 // OnSessionEstablished joins the groups of the shared subscriptions the
 // client's session already had (a persistent session resumed): they were
-// left when the previous connection ended.
+// left when the previous connection ended. A subscription that can no
+// longer join (its group or filter refused) is dropped; on any other
+// failure (etcd, a timeout) the client is disconnected with its session
+// kept, to try again when it reconnects.
 func (s *Shared) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	for _, sub := range cl.State.Subscriptions.GetAll() {
 		group, filter, ok := parseShared(sub.Filter)
 		if !ok {
 			continue
 		}
-		if code := s.join(cl, group, filter, min(sub.Qos, 1)); code != packets.CodeSuccess {
+		code := s.join(cl, group, filter, min(sub.Qos, 1))
+		switch code {
+		case packets.CodeSuccess:
+		case packets.ErrUnspecifiedError:
+			if !gone(cl) {
+				s.log.Warn("a resumed session's shared subscription could not rejoin its group; disconnecting the client, to retry",
+					"client", cl.ID, "filter", sub.Filter)
+				if cl.Properties.ProtocolVersion >= 5 {
+					_ = s.server.DisconnectClient(cl, packets.ErrServerBusy)
+				} else {
+					cl.Stop(packets.ErrServerBusy) // 3.1.1 has no DISCONNECT from the server
+				}
+			}
+			return
+		default:
 			s.log.Warn("a resumed session's shared subscription could not rejoin its group; it is dropped",
 				"client", cl.ID, "filter", sub.Filter, "reason", code.Reason)
 			s.removePlaceholder(cl, sub.Filter)
@@ -420,12 +488,19 @@ func failureCode(cl *mqtt.Client, code packets.Code) byte {
 }
 
 // removePlaceholder undoes mochi's registration of a shared filter whose
-// group the client could not join (processSubscribe registered it).
+// group the client could not join (processSubscribe registered it). The
+// topic index is by client ID: its entry is left to a newer connection of
+// the client ID that has the filter too.
 func (s *Shared) removePlaceholder(cl *mqtt.Client, filter string) {
+	cl.State.Subscriptions.Delete(filter)
+	if live, ok := s.server.Clients.Get(cl.ID); ok && live != cl {
+		if _, has := live.State.Subscriptions.Get(filter); has {
+			return
+		}
+	}
 	if s.server.Topics.Unsubscribe(filter, cl.ID) {
 		atomic.AddInt64(&s.server.Info.Subscriptions, -1)
 	}
-	cl.State.Subscriptions.Delete(filter)
 }
 
 // errWrongStream: the group's subscription exists on another stream.
@@ -435,6 +510,9 @@ var errWrongStream = errors.New("bridge: the group's subscription is on another 
 // says why not otherwise.
 func (s *Shared) join(cl *mqtt.Client, group, filter string, qos byte) packets.Code {
 	log := s.log.With("client", cl.ID, "group", group, "filter", filter)
+	if gone(cl) { // a late SUBSCRIBE of a connection taken over
+		return packets.ErrUnspecifiedError
+	}
 	if p := cluster.NameProblem(group); p != "" {
 		log.Info("shared subscription refused: invalid group name", "problem", p)
 		return packets.ErrTopicFilterInvalid
@@ -449,6 +527,40 @@ func (s *Shared) join(cl *mqtt.Client, group, filter string, qos byte) packets.C
 
 	unlock := s.locks.lock(cl.ID)
 	defer unlock()
+	s.mu.Lock()
+	if s.closed || gone(cl) {
+		s.mu.Unlock()
+		return packets.ErrUnspecifiedError
+	}
+	c, stale, ok := s.connOf(cl)
+	if !ok {
+		s.mu.Unlock()
+		log.Warn("shared subscription refused: another connection of the client ID is live")
+		return packets.ErrUnspecifiedError
+	}
+	if m := c.member(group); m != nil {
+		if !m.ended.Load() && m.filter == filter { // a SUBSCRIBE again
+			m.qos.Store(uint32(min(qos, 1)))
+			s.mu.Unlock()
+			return packets.CodeSuccess
+		}
+		if m.ended.Load() { // on its way out: replace it
+			delete(c.members, group)
+			stale = append(stale, m)
+		}
+	}
+	s.mu.Unlock()
+	for _, m := range stale {
+		m.stop()
+	}
+	s.mu.Lock()
+	other := s.otherFilter(group, filter)
+	s.mu.Unlock()
+	if other != "" {
+		log.Info("shared subscription refused: the group's members here subscribe with another filter", "group_filter", other)
+		return packets.ErrImplementationSpecificError
+	}
+
 	if err := s.ensureSubscription(ctx, group, t); err != nil {
 		code := packets.ErrUnspecifiedError
 		switch {
@@ -461,33 +573,6 @@ func (s *Shared) join(cl *mqtt.Client, group, filter string, qos byte) packets.C
 		return code
 	}
 
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return packets.ErrUnspecifiedError
-	}
-	var stale []*member
-	c := s.conns[cl.ID]
-	if c != nil && c.cl != cl { // a connection taken over: it is gone
-		stale, c = c.takeMembers(), nil
-		delete(s.conns, cl.ID)
-	}
-	if c != nil {
-		if m := c.members[group]; m != nil {
-			if !m.ended.Load() {
-				m.addFilter(filter, qos)
-				s.mu.Unlock()
-				return packets.CodeSuccess
-			}
-			delete(c.members, group) // on its way out: replace it
-			stale = append(stale, m)
-		}
-	}
-	s.mu.Unlock()
-	for _, m := range stale {
-		m.stop()
-	}
-
 	consumer, err := s.attach(ctx, group, cl)
 	if err != nil {
 		code := packets.ErrUnspecifiedError
@@ -498,28 +583,86 @@ func (s *Shared) join(cl *mqtt.Client, group, filter string, qos byte) packets.C
 		return code
 	}
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		consumer.Close()
-		return packets.ErrUnspecifiedError
+	code := packets.CodeSuccess
+	c, stale, ok = s.connOf(cl) // finds nothing new: joins of cl.ID wait for the lock
+	switch {
+	case s.closed || gone(cl) || !ok:
+		code = packets.ErrUnspecifiedError
+	case s.otherFilter(group, filter) != "": // another client joined meanwhile
+		log.Info("shared subscription refused: the group's members here subscribe with another filter")
+		code = packets.ErrImplementationSpecificError
 	}
-	c = s.conns[cl.ID]
+	if code != packets.CodeSuccess {
+		s.mu.Unlock()
+		for _, m := range stale {
+			m.stop()
+		}
+		consumer.Close()
+		return code
+	}
 	if c == nil {
-		c = newConn(cl, s.window(cl))
+		window, receiveMax := s.window(cl)
+		c = newConn(cl, window, receiveMax)
 		s.conns[cl.ID] = c
 	}
-	m := newMember(s, c, group, t.Stream, consumer)
-	m.addFilter(filter, qos)
+	m := newMember(s, c, group, t.Stream, filter, qos, consumer)
 	c.members[group] = m
+	g := s.groups[group]
+	if g == nil {
+		g = &groupFilter{filter: filter}
+		s.groups[group] = g
+	}
+	g.members++
 	s.wg.Add(1)
 	s.mu.Unlock()
+	for _, m := range stale {
+		m.stop()
+	}
 	log.Info("joined shared subscription group", "stream", t.Stream, "qos", qos)
 	go m.run()
 	return packets.CodeSuccess
 }
 
-// leave removes filter from the client's membership of group; the member
-// leaves when it has no filter left.
+// otherFilter returns the group's filter if the group has members here and
+// it is not filter: a group is one cursor over its stream, so its members
+// (on one node) all take the same records. Called with s.mu held.
+func (s *Shared) otherFilter(group, filter string) string {
+	if g := s.groups[group]; g != nil && g.filter != filter {
+		return g.filter
+	}
+	return ""
+}
+
+// memberLeft counts a member of group out; the last one leaving frees the
+// group's filter.
+func (s *Shared) memberLeft(group string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g := s.groups[group]; g != nil {
+		if g.members--; g.members <= 0 {
+			delete(s.groups, group)
+		}
+	}
+}
+
+// connOf returns the client's conn (nil if none yet). A conn of another
+// connection with the same client ID is evicted when that connection has
+// ended or been taken over (its members are returned, to be stopped once
+// s.mu is released); if it is live, ok is false: cl is the stale one.
+// Called with s.mu held.
+func (s *Shared) connOf(cl *mqtt.Client) (c *conn, stale []*member, ok bool) {
+	c = s.conns[cl.ID]
+	if c == nil || c.cl == cl {
+		return c, nil, true
+	}
+	if !gone(c.cl) {
+		return nil, nil, false
+	}
+	delete(s.conns, cl.ID)
+	return nil, c.takeMembers(), true
+}
+
+// leave makes the client leave group if it is a member for filter.
 func (s *Shared) leave(cl *mqtt.Client, group, filter string) {
 	unlock := s.locks.lock(cl.ID)
 	defer unlock()
@@ -530,7 +673,7 @@ func (s *Shared) leave(cl *mqtt.Client, group, filter string) {
 		return
 	}
 	m := c.members[group]
-	if m == nil || m.removeFilter(filter) > 0 {
+	if m == nil || m.filter != filter {
 		s.mu.Unlock()
 		return
 	}
@@ -621,16 +764,27 @@ func (s *Shared) attach(ctx context.Context, group string, cl *mqtt.Client) (*su
 	}
 }
 
-// window is how many QoS 1 group deliveries may await their PUBACK on the
-// connection: the client's receive maximum (MQTT 5) within mochi's
-// MaximumInflight.
-func (s *Shared) window(cl *mqtt.Client) int {
-	n := int(s.server.Options.Capabilities.MaximumInflight)
-	if n <= 0 {
-		n = 1024
+// window311 is the window of an MQTT 3.1.1 client, which does not say how
+// many PUBLISHes it takes at once.
+const window311 = 128
+
+// window returns how many QoS 1 group deliveries may await their PUBACK on
+// the connection, over all its groups: the client's receive maximum (MQTT
+// 5) or window311, within half of mochi's MaximumInflight, so mochi's own
+// deliveries (which it drops when Inflight holds MaximumInflight) keep
+// the other half. It also returns the receive maximum of an MQTT 5 client
+// (0 for 3.1.1), which bounds ours and mochi's together.
+func (s *Shared) window(cl *mqtt.Client) (window, receiveMax int) {
+	window = window311
+	if cl.Properties.ProtocolVersion >= 5 {
+		receiveMax = int(cl.Properties.Props.ReceiveMaximum)
+		if receiveMax == 0 {
+			receiveMax = 65535 // absent: the MQTT 5 default
+		}
+		window = receiveMax
 	}
-	if rm := int(cl.Properties.Props.ReceiveMaximum); cl.Properties.ProtocolVersion >= 5 && rm > 0 && rm < n {
-		n = rm
+	if n := int(s.server.Options.Capabilities.MaximumInflight) / 2; n < window {
+		window = n
 	}
-	return n
+	return max(window, 1), receiveMax
 }

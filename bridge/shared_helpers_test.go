@@ -1,8 +1,11 @@
 package bridge_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -14,6 +17,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
 	"github.com/weir-log/weir/api/hstreampb"
@@ -47,9 +51,20 @@ type groupBroker struct {
 // ends, or by close.
 func startGroupBroker(t *testing.T, n *nodetest.Node, routes []conf.Route, shared conf.MQTTShared) *groupBroker {
 	t.Helper()
+	return startGroupBrokerCaps(t, n, routes, shared, nil)
+}
+
+// startGroupBrokerCaps is startGroupBroker with mochi's capabilities
+// changed by caps.
+func startGroupBrokerCaps(t *testing.T, n *nodetest.Node, routes []conf.Route, shared conf.MQTTShared, caps func(*mqtt.Capabilities)) *groupBroker {
+	t.Helper()
 	router, err := bridge.NewRouter(routes, "live")
 	require.NoError(t, err)
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: nodetest.Logger()})
+	c := mqtt.NewDefaultServerCapabilities()
+	if caps != nil {
+		caps(c)
+	}
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: nodetest.Logger(), Capabilities: c})
 	require.NoError(t, srv.AddHook(new(auth.AllowHook), nil))
 	sh, err := bridge.NewShared(bridge.SharedOptions{
 		Node:          n.Server.Node(),
@@ -274,4 +289,121 @@ func (c *member5) subscribe(t *testing.T, qos byte, filters ...string) []byte {
 	sa, err := c.Subscribe(groupCtx(t), s)
 	require.NotNil(t, sa, "subscribe: %v", err)
 	return sa.Reasons
+}
+
+// connectMember5RM connects an MQTT 5 client that acks by hand, with the
+// receive maximum rm.
+func connectMember5RM(t *testing.T, addr, id string, rm uint16) *member5 {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, groupWait)
+	require.NoError(t, err)
+	c := &member5{in: &groupInbox{}}
+	c.Client = paho.NewClient(paho.ClientConfig{
+		Conn:                       conn,
+		EnableManualAcknowledgment: true,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.in.add(delivery{topic: pr.Packet.Topic, payload: string(pr.Packet.Payload), qos: pr.Packet.QoS},
+				func() { _ = pr.Client.Ack(pr.Packet) })
+			return true, nil
+		}},
+	})
+	ca, err := c.Connect(groupCtx(t), &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm}})
+	require.NoError(t, err)
+	require.Zero(t, ca.ReasonCode)
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+// rawMember is an MQTT 3.1.1 client speaking packets by hand.
+type rawMember struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// dialRawMember connects a 3.1.1 client with a clean session.
+func dialRawMember(t *testing.T, addr, id string) *rawMember {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, groupWait)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	c := &rawMember{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: id}})
+	require.Equal(t, packets.Connack, c.recv().FixedHeader.Type)
+	return c
+}
+
+func (c *rawMember) send(pk packets.Packet) {
+	c.t.Helper()
+	pk.ProtocolVersion = 4
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	case packets.Puback:
+		err = pk.PubackEncode(&buf)
+	case packets.Pubrel:
+		pk.FixedHeader.Qos = 1
+		err = pk.PubrelEncode(&buf)
+	case packets.Subscribe:
+		pk.FixedHeader.Qos = 1
+		err = pk.SubscribeEncode(&buf)
+	case packets.Unsubscribe:
+		pk.FixedHeader.Qos = 1
+		err = pk.UnsubscribeEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
+	default:
+		c.t.Fatalf("cannot send %v", pk.FixedHeader.Type)
+	}
+	require.NoError(c.t, err)
+	require.NoError(c.t, c.conn.SetWriteDeadline(time.Now().Add(groupWait)))
+	_, err = c.conn.Write(buf.Bytes())
+	require.NoError(c.t, err)
+}
+
+// recv reads the next packet (headers and packet IDs; PUBLISH whole).
+func (c *rawMember) recv() packets.Packet {
+	c.t.Helper()
+	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(groupWait)))
+	b, err := c.r.ReadByte()
+	require.NoError(c.t, err)
+	pk := packets.Packet{ProtocolVersion: 4}
+	require.NoError(c.t, pk.FixedHeader.Decode(b))
+	n, _, err := packets.DecodeLength(c.r)
+	require.NoError(c.t, err)
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	_, err = io.ReadFull(c.r, body)
+	require.NoError(c.t, err)
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback, packets.Pubrec, packets.Pubrel, packets.Pubcomp, packets.Suback, packets.Unsuback:
+		if len(body) >= 2 {
+			pk.PacketID = uint16(body[0])<<8 | uint16(body[1])
+		}
+	}
+	require.NoError(c.t, err)
+	return pk
+}
+
+// expect reads the next packet and checks its type.
+func (c *rawMember) expect(typ byte) packets.Packet {
+	c.t.Helper()
+	pk := c.recv()
+	require.Equal(c.t, typ, pk.FixedHeader.Type, "%+v", pk)
+	return pk
+}
+
+// ping waits for a PINGRESP: the packets sent before are processed.
+func (c *rawMember) ping() {
+	c.t.Helper()
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+	c.expect(packets.Pingresp)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,11 +23,15 @@ type conn struct {
 	// slots holds one token per QoS 1 delivery awaiting its PUBACK, over
 	// all the connection's groups: its capacity is the window.
 	slots chan struct{}
+	// receiveMax is the MQTT 5 client's receive maximum: no delivery is
+	// sent while that many QoS 1 and 2 PUBLISHes (mochi's too) await its
+	// acknowledgement. 0 for 3.1.1 clients.
+	receiveMax int
 
 	members map[string]*member // by group; guarded by Shared.mu
 
 	mu      sync.Mutex
-	pending map[uint16]pendingPub // guarded by mu: our PUBLISHes in cl.State.Inflight, by packet ID
+	pending map[uint16]pendingPub // guarded by mu: our QoS 1 deliveries awaiting their PUBACK, by packet ID
 }
 
 // pendingPub is a QoS 1 delivery awaiting its PUBACK.
@@ -37,14 +40,19 @@ type pendingPub struct {
 	id *hstreampb.RecordId
 }
 
-func newConn(cl *mqtt.Client, window int) *conn {
+func newConn(cl *mqtt.Client, window, receiveMax int) *conn {
 	return &conn{
-		cl:      cl,
-		slots:   make(chan struct{}, window),
-		members: make(map[string]*member),
-		pending: make(map[uint16]pendingPub),
+		cl:         cl,
+		slots:      make(chan struct{}, window),
+		receiveMax: receiveMax,
+		members:    make(map[string]*member),
+		pending:    make(map[uint16]pendingPub),
 	}
 }
+
+// gone reports whether a connection has ended or been taken over: it must
+// not become (or stay) a member.
+func gone(cl *mqtt.Client) bool { return cl.Closed() || cl.IsTakenOver() }
 
 // takeMembers empties the connection's memberships and returns them, to be
 // stopped. Called with Shared.mu held.
@@ -57,21 +65,51 @@ func (c *conn) takeMembers() []*member {
 	return ms
 }
 
-// track registers a QoS 1 delivery of the member under pk.PacketID in the
-// client's Inflight (as mochi's publishToClient does, server.go:1083-1087)
-// and in pending. It reports false if the member has stopped meanwhile.
-func (c *conn) track(m *member, pk packets.Packet, id *hstreampb.RecordId, info *int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if m.stopped {
-		return false
+// member returns the connection's member of group, if any. c may be nil.
+// Called with Shared.mu held.
+func (c *conn) member(group string) *member {
+	if c == nil {
+		return nil
 	}
-	if c.cl.State.Inflight.Set(pk) {
-		atomic.AddInt64(info, 1)
-		c.cl.State.Inflight.DecreaseSendQuota()
+	return c.members[group]
+}
+
+// errNoPacketID: every packet ID is in use towards the client.
+var errNoPacketID = errors.New("bridge: no free packet ID")
+
+// track gives a QoS 1 delivery of the member a packet ID from mochi's
+// allocator and registers it under that ID in the client's Inflight (as
+// mochi's publishToClient does, server.go:1083-1087) and in pending.
+// mochi's allocator skips the IDs in Inflight, but a delivery of ours may
+// have left Inflight (an inbound PUBLISH with its ID deletes it,
+// server.go:899-903) while its PUBACK is still due: those IDs are skipped
+// here, so a pending delivery is never overwritten. It returns errStopped
+// if the member has stopped meanwhile.
+func (c *conn) track(m *member, pk *packets.Packet, id *hstreampb.RecordId, info *int64) error {
+	for range cap(c.slots) + 1 { // pending holds fewer IDs than that
+		pid, err := c.cl.NextPacketID()
+		if err != nil {
+			return errNoPacketID
+		}
+		c.mu.Lock()
+		if m.stopped {
+			c.mu.Unlock()
+			return errStopped
+		}
+		if _, used := c.pending[uint16(pid)]; used {
+			c.mu.Unlock()
+			continue
+		}
+		pk.PacketID = uint16(pid)
+		if c.cl.State.Inflight.Set(*pk) {
+			atomic.AddInt64(info, 1)
+			c.cl.State.Inflight.DecreaseSendQuota()
+		}
+		c.pending[pk.PacketID] = pendingPub{m: m, id: id}
+		c.mu.Unlock()
+		return nil
 	}
-	c.pending[pk.PacketID] = pendingPub{m: m, id: id}
-	return true
+	return errNoPacketID
 }
 
 // untrack forgets a delivery that was never written, freeing its slot.
@@ -86,33 +124,43 @@ func (c *conn) untrack(pid uint16, info *int64) {
 	<-c.slots
 }
 
-// forgetInflight takes one of our PUBLISHes out of the client's Inflight,
-// restoring what track took. Called with c.mu held.
-func (c *conn) forgetInflight(pid uint16, info *int64) {
-	if c.cl.State.Inflight.Delete(pid) {
-		atomic.AddInt64(info, -1)
-		c.cl.State.Inflight.IncreaseSendQuota()
-	}
+// ours reports whether the client's Inflight entry under pid, one of
+// pending's IDs, is still our PUBLISH: mochi may have replaced it (see
+// track), for example with the PUBREC of an inbound QoS 2 PUBLISH, which
+// is not ours to touch. Called with c.mu held.
+func (c *conn) ours(pid uint16) (ours, held bool) {
+	e, held := c.cl.State.Inflight.Get(pid)
+	return held && e.FixedHeader.Type == packets.Publish, held
 }
 
-// puback acks the record of a delivery the client acknowledged, and frees
-// its slot. mochi's processPuback clears the Inflight entry after; if mochi
-// lost it meanwhile (an inbound publish with the same packet ID deletes it,
-// server.go:899-903), the send quota it took is restored here.
-func (c *conn) puback(pid uint16) {
+// forgetInflight takes one of our PUBLISHes out of the client's Inflight,
+// restoring what track took. Called with c.mu held, for an ID in pending.
+func (c *conn) forgetInflight(pid uint16, info *int64) {
+	if ours, _ := c.ours(pid); ours && c.cl.State.Inflight.Delete(pid) {
+		atomic.AddInt64(info, -1)
+	}
+	c.cl.State.Inflight.IncreaseSendQuota()
+}
+
+// puback takes a delivery the client acknowledged out of pending, frees
+// its slot and returns it (ok false: no delivery of ours has that ID).
+// mochi's processPuback then clears our Inflight entry and restores the
+// send quota; if the entry is no longer ours (see track), the quota is
+// restored here and foreign is true: mochi must not see the PUBACK, or it
+// would delete the entry that is there now.
+func (c *conn) puback(pid uint16) (p pendingPub, ok, foreign bool) {
 	c.mu.Lock()
-	p, ok := c.pending[pid]
-	if ok {
-		delete(c.pending, pid)
-		if _, held := c.cl.State.Inflight.Get(pid); !held {
-			c.cl.State.Inflight.IncreaseSendQuota()
-		}
-		<-c.slots
+	defer c.mu.Unlock()
+	if p, ok = c.pending[pid]; !ok {
+		return p, false, false
 	}
-	c.mu.Unlock()
-	if ok {
-		p.m.consumer.Ack([]*hstreampb.RecordId{p.id})
+	delete(c.pending, pid)
+	<-c.slots
+	if ours, held := c.ours(pid); !ours {
+		c.cl.State.Inflight.IncreaseSendQuota()
+		foreign = held
 	}
+	return p, true, foreign
 }
 
 // A member is one connection's membership of one group: a consumer of the
@@ -121,59 +169,28 @@ type member struct {
 	s             *Shared
 	c             *conn
 	group, stream string
+	filter        string // the group's filter, fixed
 	consumer      *subscription.Consumer
 	ctx           context.Context
 	cancel        context.CancelFunc
 
-	// grants are the member's filters and their QoS, replaced whole
-	// (copy on write) under Shared.mu, read by the delivery goroutine.
-	grants atomic.Pointer[[]grant]
-
-	stopped  bool        // guarded by c.mu: no new deliveries are tracked
-	ended    atomic.Bool // its deliveries ended on their own; it is being dropped
+	qos      atomic.Uint32 // granted: 0 or 1 (a SUBSCRIBE again may change it)
+	stopped  bool          // guarded by c.mu: no new deliveries are tracked
+	ended    atomic.Bool   // its deliveries ended on their own; it is being dropped
 	stopOnce sync.Once
 }
 
-type grant struct {
-	filter string
-	qos    byte
-}
-
-func newMember(s *Shared, c *conn, group, stream string, consumer *subscription.Consumer) *member {
+func newMember(s *Shared, c *conn, group, stream, filter string, qos byte, consumer *subscription.Consumer) *member {
 	ctx, cancel := context.WithCancel(s.ctx)
-	m := &member{s: s, c: c, group: group, stream: stream, consumer: consumer, ctx: ctx, cancel: cancel}
-	m.grants.Store(&[]grant{})
+	m := &member{s: s, c: c, group: group, stream: stream, filter: filter, consumer: consumer, ctx: ctx, cancel: cancel}
+	m.qos.Store(uint32(min(qos, 1)))
 	return m
 }
 
-// addFilter adds (or regrants) a filter. Called with Shared.mu held.
-func (m *member) addFilter(filter string, qos byte) {
-	gs := slices.DeleteFunc(slices.Clone(*m.grants.Load()), func(g grant) bool { return g.filter == filter })
-	gs = append(gs, grant{filter: filter, qos: min(qos, 1)})
-	m.grants.Store(&gs)
-}
-
-// removeFilter removes a filter and returns how many are left. Called with
-// Shared.mu held.
-func (m *member) removeFilter(filter string) int {
-	gs := slices.DeleteFunc(slices.Clone(*m.grants.Load()), func(g grant) bool { return g.filter == filter })
-	m.grants.Store(&gs)
-	return len(gs)
-}
-
-// match returns the QoS a record on topic is delivered at, or false if no
-// filter of the member matches it.
+// match returns the QoS a record on topic is delivered at, or false if the
+// member's filter does not match it.
 func (m *member) match(topic string) (byte, bool) {
-	var (
-		qos byte
-		ok  bool
-	)
-	for _, g := range *m.grants.Load() {
-		if Match(g.filter, topic) {
-			qos, ok = max(qos, g.qos), true
-		}
-	}
-	return qos, ok
+	return byte(m.qos.Load()), Match(m.filter, topic)
 }
 
 // stop ends the membership: no new deliveries, those in flight forgotten
@@ -183,6 +200,7 @@ func (m *member) match(topic string) (byte, bool) {
 func (m *member) stop() {
 	m.stopOnce.Do(func() {
 		m.cancel()
+		m.s.memberLeft(m.group)
 		c := m.c
 		c.mu.Lock()
 		m.stopped = true
@@ -278,23 +296,50 @@ func (m *member) send(rr *hstreampb.ReceivedRecord) error {
 				return m.ctx.Err()
 			}
 		}
-		pid, err := m.c.cl.NextPacketID()
-		if err != nil {
+		if err := m.waitClientRoom(flush); err != nil {
+			<-m.c.slots
+			return err
+		}
+		switch err := m.c.track(m, &pk, ids[i], info); {
+		case errors.Is(err, errNoPacketID):
 			// Every packet ID is in flight to this client: leave the
 			// record unacked, the owner sends it again after its ack
 			// timeout.
 			<-m.c.slots
 			m.s.log.Warn("shared subscription: no free packet ID for a delivery", "client", m.c.cl.ID, "group", m.group)
 			continue
-		}
-		pk.PacketID = uint16(pid)
-		if !m.c.track(m, pk, ids[i], info) {
+		case err != nil:
 			<-m.c.slots
-			return errStopped
+			return err
 		}
 		if err := m.write(pk, ids[i]); err != nil {
 			m.c.untrack(pk.PacketID, info)
 			return err
+		}
+	}
+	return nil
+}
+
+// clientRoomPoll is how often a delivery waiting for an MQTT 5 client's
+// receive maximum looks again (mochi's acks are not signalled to the hook).
+const clientRoomPoll = 20 * time.Millisecond
+
+// waitClientRoom waits until an MQTT 5 client has fewer QoS 1 and 2
+// PUBLISHes unacknowledged (ours and mochi's) than its receive maximum,
+// calling flush first if it has to wait. It ends when the member stops.
+func (m *member) waitClientRoom(flush func()) error {
+	rm := m.c.receiveMax
+	if rm == 0 || m.c.cl.State.Inflight.Len() < rm {
+		return nil
+	}
+	flush()
+	t := time.NewTicker(clientRoomPoll)
+	defer t.Stop()
+	for m.c.cl.State.Inflight.Len() >= rm {
+		select {
+		case <-t.C:
+		case <-m.ctx.Done():
+			return m.ctx.Err()
 		}
 	}
 	return nil

@@ -17,9 +17,10 @@ import (
 type authFile struct {
 	users map[string][]byte // username → bcrypt hash
 	rules acl
-	// dummy is a hash of a random password, at the users' bcrypt cost:
-	// a client naming an unknown user is checked against it, so that a
-	// refusal takes as long whether or not the user exists.
+	// dummy is a hash of a random password, at the highest bcrypt cost
+	// among the users: a client naming an unknown user (or giving a
+	// password too long to check) is checked against it, so that a
+	// refusal takes as long as a real check.
 	dummy []byte
 }
 
@@ -101,10 +102,10 @@ func (af *authFile) makeDummy() error {
 	if len(af.users) == 0 {
 		return nil // every username is unknown: nothing to hide
 	}
-	cost := bcrypt.DefaultCost
+	cost := bcrypt.MinCost
 	for _, h := range af.users {
-		cost, _ = bcrypt.Cost(h) // isBcrypt checked it
-		break
+		c, _ := bcrypt.Cost(h) // isBcrypt checked it
+		cost = max(cost, c)
 	}
 	pw := make([]byte, 32)
 	_, _ = rand.Read(pw) // never fails (crypto/rand)

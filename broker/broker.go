@@ -55,18 +55,12 @@ func New(opts Options) (*Broker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	hook := &authHook{
-		log:            log,
-		allowAnonymous: m.AllowAnonymous,
-		maxKeepalive:   uint16(min(m.MaxKeepalive/time.Second, math.MaxUint16)),
-		maxPacketSize:  uint32(min(m.MaxPacketSize, math.MaxUint32)),
-	}
+	var af *authFile
 	if m.AuthFile != "" {
-		af, err := loadAuthFile(m.AuthFile)
-		if err != nil {
+		var err error
+		if af, err = loadAuthFile(m.AuthFile); err != nil {
 			return nil, err
 		}
-		hook.auth = af
 	}
 
 	var tlsConfig *tls.Config
@@ -77,10 +71,15 @@ func New(opts Options) (*Broker, error) {
 		}
 	}
 
+	maxPacketSize := uint32(min(m.MaxPacketSize, math.MaxUint32))
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumPacketSize = hook.maxPacketSize
+	caps.MaximumPacketSize = maxPacketSize
 	caps.ReceiveMaximum = uint16(min(max(m.ReceiveMaximum, 1), math.MaxUint16))
 	caps.MaximumInflight = uint16(min(max(m.MaxInflight, 1), math.MaxUint16))
+	// No topic aliases from clients (see the package doc): mochi checks
+	// the ACL before it resolves an alias, and registers an alias never
+	// seen before with an empty topic.
+	caps.TopicAliasMaximum = 0
 	b := &Broker{
 		server: mqtt.New(&mqtt.Options{
 			Capabilities: caps,
@@ -89,6 +88,11 @@ func New(opts Options) (*Broker, error) {
 		}),
 		log: log,
 	}
+	hook := newAuthHook(log, b.server)
+	hook.allowAnonymous = m.AllowAnonymous
+	hook.auth = af
+	hook.maxKeepalive = uint16(min(m.MaxKeepalive/time.Second, math.MaxUint16))
+	hook.maxPacketSize = maxPacketSize
 	if err := b.server.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}

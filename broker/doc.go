@@ -28,7 +28,8 @@
 //     "mqtt", any URL path, any Origin), without TLS.
 //
 // A new connection has 10s to finish its TLS or WebSocket handshake and send
-// CONNECT; after CONNECT the keepalive deadline below applies.
+// CONNECT; after CONNECT the keepalive deadline below applies, to reads and
+// to writes (on WebSocket too: a client that stops reading is cut off).
 //
 // # Limits
 //
@@ -47,6 +48,14 @@
 //     (Server Keep Alive). A connection silent for 1.5 times its keepalive
 //     (in whole seconds, rounded down) is closed, which is how 3.1.1
 //     clients, who cannot be told, learn of it.
+//   - Topic aliases: clients may not use them (Topic Alias Maximum 0,
+//     which mochi never announces in CONNACK: absent means 0); an MQTT 5
+//     client sending one is disconnected with 0x94 "topic alias invalid".
+//     mochi checks the ACL before it resolves an alias, and registers an
+//     alias it has not seen with an empty topic, so with aliases the ACL
+//     would judge the wrong topic.
+//   - Password checks (bcrypt, tens of milliseconds of CPU each) run at
+//     most GOMAXPROCS at a time; further CONNECTs wait for their turn.
 //
 // # Authentication
 //
@@ -59,7 +68,21 @@
 // file's users and give its password (checked with bcrypt); a client
 // giving no username connects only when mqtt.allow-anonymous is true. A
 // refused client gets CONNACK 0x86 "bad username or password" (MQTT 5) or
-// 0x05 "not authorized" (3.1.1, mochi's mapping of 0x86).
+// 0x05 "not authorized" (3.1.1, mochi's mapping of 0x86). bcrypt reads only
+// a password's first 72 bytes, so a longer password is refused (after a
+// check as long as a real one).
+//
+// With mqtt.auth-file, a client ID's session belongs to the username that
+// holds it (anonymous clients count as the username ""): a CONNECT whose
+// client ID is held, by a connected client or by a persistent session,
+// under another username is refused with CONNACK 0x87 "not authorized"
+// (0x05 on 3.1.1), whatever its clean start flag. Taking the session over
+// would otherwise hand the newcomer the holder's subscriptions (also
+// durable shared ones), which the ACL granted to the holder, and its
+// unacknowledged messages. The holder's own user takes it over or resumes
+// it as MQTT says. Client IDs are thus first come, first served until the
+// session ends (a clean session on disconnect, a persistent one when it
+// expires). The ID "inline" (the broker's inline client) is never given.
 //
 // # The auth file
 //

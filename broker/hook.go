@@ -2,11 +2,17 @@ package broker
 
 import (
 	"log/slog"
+	"runtime"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
 )
+
+// maxPasswordLen is the longest password bcrypt reads: it ignores the
+// bytes after it, so a longer one is refused rather than matched on its
+// prefix.
+const maxPasswordLen = 72
 
 // authHook is weir's only hook answering OnConnectAuthenticate and
 // OnACLCheck (mochi ORs those across hooks, so a second one answering them
@@ -15,10 +21,16 @@ import (
 type authHook struct {
 	mqtt.HookBase
 	log            *slog.Logger
+	server         *mqtt.Server // the sessions a CONNECT would take over
 	allowAnonymous bool
-	auth           *authFile // nil: no auth file, everyone may do everything
-	maxKeepalive   uint16    // seconds; 0 no cap
-	maxPacketSize  uint32    // bytes; 0 no limit
+	auth           *authFile     // nil: no auth file, everyone may do everything
+	maxKeepalive   uint16        // seconds; 0 no cap
+	maxPacketSize  uint32        // bytes; 0 no limit
+	bcryptSlots    chan struct{} // bounds the bcrypt compares running at once
+}
+
+func newAuthHook(log *slog.Logger, server *mqtt.Server) *authHook {
+	return &authHook{log: log, server: server, bcryptSlots: make(chan struct{}, runtime.GOMAXPROCS(0))}
 }
 
 // ID implements mqtt.Hook.
@@ -63,26 +75,54 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 			}
 			return refuse("anonymous")
 		}
-		return h.willAllowed(cl, pk)
+		return h.sessionAllowed(cl, user) && h.willAllowed(cl, pk)
 	}
 	hash, ok := h.auth.users[user]
-	if !ok {
-		_ = bcrypt.CompareHashAndPassword(h.auth.dummy, pk.Connect.Password)
-		return refuse("unknown user")
+	if !ok || len(pk.Connect.Password) > maxPasswordLen {
+		// As long as a real check, whatever the reason.
+		_ = h.compare(h.auth.dummy, pk.Connect.Password)
+		if !ok {
+			return refuse("unknown user")
+		}
+		return refuse("password longer than 72 bytes")
 	}
-	if bcrypt.CompareHashAndPassword(hash, pk.Connect.Password) != nil {
+	if h.compare(hash, pk.Connect.Password) != nil {
 		return refuse("wrong password")
 	}
-	return h.willAllowed(cl, pk)
+	return h.sessionAllowed(cl, user) && h.willAllowed(cl, pk)
+}
+
+// compare is bcrypt.CompareHashAndPassword, at most GOMAXPROCS at once:
+// each costs tens of milliseconds of CPU, so a flood of CONNECTs waits
+// here instead of starving everything else.
+func (h *authHook) compare(hash, password []byte) error {
+	h.bcryptSlots <- struct{}{}
+	defer func() { <-h.bcryptSlots }()
+	return bcrypt.CompareHashAndPassword(hash, password)
+}
+
+// sessionAllowed checks, when an auth file is set, that the client ID's
+// session, if any (a connected client or a persistent session), belongs
+// to the same username (anonymous counts as the username ""): taking it
+// over would give the client the session's subscriptions and messages,
+// which the ACL granted to someone else. A refused client gets CONNACK
+// "not authorized".
+func (h *authHook) sessionAllowed(cl *mqtt.Client, user string) bool {
+	if h.auth == nil {
+		return true
+	}
+	held, ok := h.server.Clients.Get(cl.ID)
+	if !ok || (!held.Net.Inline && string(held.Properties.Username) == user) {
+		return true
+	}
+	h.notAuthorized(cl, "client ID held by another user", "username", user, "held_by", string(held.Properties.Username))
+	return false
 }
 
 // willAllowed checks the will topic against the publish ACL: mochi
 // publishes a will without asking OnACLCheck (or OnPublish), so an
 // unchecked will would let a client publish anywhere. A client whose will
-// is denied is refused with CONNACK "not authorized" (0x87; 0x05 on
-// 3.1.1), which this hook sends itself: mochi's own answer to false, "bad
-// username or password", would mislead. The connection is then closed, so
-// mochi's answer is never written.
+// is denied is refused with CONNACK "not authorized".
 func (h *authHook) willAllowed(cl *mqtt.Client, pk packets.Packet) bool {
 	if !pk.Connect.WillFlag || h.auth == nil {
 		return true
@@ -91,8 +131,17 @@ func (h *authHook) willAllowed(cl *mqtt.Client, pk packets.Packet) bool {
 	if h.auth.rules.allowed(id, pk.Connect.WillTopic, true) {
 		return true
 	}
-	h.log.Info("mqtt connection refused", "reason", "will topic not authorized", "client", cl.ID, "username", id.username,
-		"will_topic", pk.Connect.WillTopic, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+	h.notAuthorized(cl, "will topic not authorized", "username", id.username, "will_topic", pk.Connect.WillTopic)
+	return false
+}
+
+// notAuthorized refuses a connecting client with CONNACK "not authorized"
+// (0x87; 0x05 on 3.1.1), which this hook sends itself: mochi's own answer
+// to false, "bad username or password", would mislead. The connection is
+// then closed, so mochi's answer is never written.
+func (h *authHook) notAuthorized(cl *mqtt.Client, reason string, attrs ...any) {
+	h.log.Info("mqtt connection refused", append([]any{"reason", reason, "client", cl.ID,
+		"remote", cl.Net.Remote, "listener", cl.Net.Listener}, attrs...)...)
 	code := packets.ErrNotAuthorized
 	if cl.Properties.ProtocolVersion < 5 {
 		code = packets.Err3NotAuthorized
@@ -103,7 +152,6 @@ func (h *authHook) willAllowed(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	_ = cl.WritePacket(ack)
 	cl.Stop(code)
-	return false
 }
 
 // OnACLCheck decides whether cl may publish to topic (write) or subscribe

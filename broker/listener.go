@@ -245,10 +245,39 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 // wsConn is a net.Conn carrying MQTT in binary WebSocket messages (one
 // message may hold many packets, and a packet may span messages). Reads
 // come from one goroutine; mochi serializes writes under the client's lock.
+//
+// Write deadlines: gorilla sets the connection's write deadline to its own
+// (Conn.SetWriteDeadline) before every frame it writes, which would wipe
+// the one mochi sets (1.5 times the keepalive, refreshed on every read),
+// so a client that stops reading would block mochi's writer for ever.
+// wsConn keeps mochi's write deadline and hands it to gorilla in Write;
+// gorilla forbids SetWriteDeadline concurrently with a write, so both
+// happen under writing, while a new deadline (from mochi's reader) only
+// waits for mu.
 type wsConn struct {
-	net.Conn // the underlying connection: addresses, deadlines
+	net.Conn // the underlying connection: addresses, read deadlines
 	ws       *websocket.Conn
 	r        io.Reader // the message being read, if any
+
+	writing       sync.Mutex // serializes Write
+	mu            sync.Mutex // guards writeDeadline
+	writeDeadline time.Time
+}
+
+// SetDeadline implements net.Conn: the read deadline now, the write
+// deadline from the next Write on.
+func (c *wsConn) SetDeadline(t time.Time) error {
+	_ = c.SetWriteDeadline(t)
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline implements net.Conn: the deadline applies from the
+// next Write on.
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDeadline = t
+	c.mu.Unlock()
+	return nil
 }
 
 var errNotBinary = errors.New("broker: websocket message is not binary")
@@ -278,6 +307,14 @@ func (c *wsConn) Read(p []byte) (int, error) {
 }
 
 func (c *wsConn) Write(p []byte) (int, error) {
+	c.writing.Lock()
+	defer c.writing.Unlock()
+	c.mu.Lock()
+	d := c.writeDeadline
+	c.mu.Unlock()
+	if err := c.ws.SetWriteDeadline(d); err != nil {
+		return 0, err
+	}
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
