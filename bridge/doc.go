@@ -48,7 +48,8 @@
 // is bounded by mqtt.receive-maximum per client and
 // mqtt.ingest.max-pending-bytes overall: beyond them publishers wait, and
 // after mqtt.ingest.publish-timeout MQTT 5 clients get quota exceeded and
-// 3.1.1 clients are disconnected. The comment at the top of ingest.go has
+// 3.1.1 clients are disconnected. A client's will is stored too, like a
+// QoS 0 publish, when the broker sends it. The comment at the top of ingest.go has
 // the design, and why acks are asynchronous (a hook that blocked until the
 // commit would allow one publish in flight per connection).
 //

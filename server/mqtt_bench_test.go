@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func benchMQTT(b *testing.B, window int) {
 // startBareMochi starts a mochi broker with nothing but allow-all auth on a
 // free port and returns its address.
 func startBareMochi(b *testing.B) string {
-	srv := mqtt.New(&mqtt.Options{InlineClient: true})
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		b.Fatal(err)
 	}
