@@ -31,6 +31,8 @@ var envReserved = map[string]bool{
 	"WEIR_CONFIG":   true,
 	"WEIR_ADDR":     true, // the client commands' server address
 	"WEIR_TEST_LOG": true, // the test harness's log level
+
+	"WEIR_REQUIRE_MOSQUITTO": true, // CI: the MQTT interop test must not skip
 }
 
 var (
