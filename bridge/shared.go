@@ -400,20 +400,7 @@ func (s *Shared) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 // the same client ID: the old connection's memberships leave now, taking
 // their PUBLISHes out of its Inflight before mochi copies and resends it.
 func (s *Shared) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
-	unlock := s.locks.lock(cl.ID)
-	defer unlock()
-	s.mu.Lock()
-	c := s.conns[cl.ID]
-	if c == nil || c.cl == cl {
-		s.mu.Unlock()
-		return
-	}
-	delete(s.conns, cl.ID)
-	ms := c.takeMembers()
-	s.mu.Unlock()
-	for _, m := range ms {
-		m.stop()
-	}
+	s.leaveAll(cl.ID, func(held *mqtt.Client) bool { return held != cl })
 }
 
 // OnSessionEstablished joins the groups of the shared subscriptions the
@@ -452,15 +439,21 @@ func (s *Shared) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 
 // OnDisconnect makes the connection leave its groups.
 func (s *Shared) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	unlock := s.locks.lock(cl.ID)
+	s.leaveAll(cl.ID, func(held *mqtt.Client) bool { return held == cl })
+}
+
+// leaveAll makes the connection held for a client ID leave all its groups,
+// if leave says so of the client it holds.
+func (s *Shared) leaveAll(id string, leave func(held *mqtt.Client) bool) {
+	unlock := s.locks.lock(id)
 	defer unlock()
 	s.mu.Lock()
-	c := s.conns[cl.ID]
-	if c == nil || c.cl != cl {
+	c := s.conns[id]
+	if c == nil || !leave(c.cl) {
 		s.mu.Unlock()
 		return
 	}
-	delete(s.conns, cl.ID)
+	delete(s.conns, id)
 	ms := c.takeMembers()
 	s.mu.Unlock()
 	for _, m := range ms {

@@ -127,7 +127,7 @@ func TestSharedPacketIDReusedByQoS2Publish(t *testing.T) {
 	n := nodetest.Start(t)
 	shards := createGroupStream(t, n.API, "sensors", 1)
 	b := startGroupBroker(t, n, nil, conf.MQTTShared{})
-	raw := dialRawMember(t, b.addr, "raw")
+	raw := dialRaw(t, b.addr, "raw", 4, true)
 	raw.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1000,
 		Filters: packets.Subscriptions{{Filter: "$share/g/sensors/#", Qos: 1}}})
 	raw.expect(packets.Suback)
@@ -144,7 +144,7 @@ func TestSharedPacketIDReusedByQoS2Publish(t *testing.T) {
 	raw.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, PacketID: pid, TopicName: "x", Payload: []byte("y")})
 	require.Equal(t, pid, raw.expect(packets.Pubrec).PacketID)
 	raw.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pid})
-	raw.ping()
+	require.Empty(t, raw.ping())
 	require.True(t, heldPubrec(pid), "the PUBACK of the delivery deleted mochi's PUBREC")
 	require.Eventually(t, func() bool { return n.Server.Subscriptions().Stats().AckedRecords == 1 }, groupWait, groupTick)
 	raw.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel}, PacketID: pid})

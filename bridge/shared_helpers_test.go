@@ -1,11 +1,8 @@
 package bridge_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"sync"
@@ -17,7 +14,6 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
 	"github.com/weir-log/weir/api/hstreampb"
@@ -313,97 +309,4 @@ func connectMember5RM(t *testing.T, addr, id string, rm uint16) *member5 {
 	require.Zero(t, ca.ReasonCode)
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return c
-}
-
-// rawMember is an MQTT 3.1.1 client speaking packets by hand.
-type rawMember struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-// dialRawMember connects a 3.1.1 client with a clean session.
-func dialRawMember(t *testing.T, addr, id string) *rawMember {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, groupWait)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	c := &rawMember{t: t, conn: conn, r: bufio.NewReader(conn)}
-	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: id}})
-	require.Equal(t, packets.Connack, c.recv().FixedHeader.Type)
-	return c
-}
-
-func (c *rawMember) send(pk packets.Packet) {
-	c.t.Helper()
-	pk.ProtocolVersion = 4
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	case packets.Pubrel:
-		pk.FixedHeader.Qos = 1
-		err = pk.PubrelEncode(&buf)
-	case packets.Subscribe:
-		pk.FixedHeader.Qos = 1
-		err = pk.SubscribeEncode(&buf)
-	case packets.Unsubscribe:
-		pk.FixedHeader.Qos = 1
-		err = pk.UnsubscribeEncode(&buf)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&buf)
-	default:
-		c.t.Fatalf("cannot send %v", pk.FixedHeader.Type)
-	}
-	require.NoError(c.t, err)
-	require.NoError(c.t, c.conn.SetWriteDeadline(time.Now().Add(groupWait)))
-	_, err = c.conn.Write(buf.Bytes())
-	require.NoError(c.t, err)
-}
-
-// recv reads the next packet (headers and packet IDs; PUBLISH whole).
-func (c *rawMember) recv() packets.Packet {
-	c.t.Helper()
-	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(groupWait)))
-	b, err := c.r.ReadByte()
-	require.NoError(c.t, err)
-	pk := packets.Packet{ProtocolVersion: 4}
-	require.NoError(c.t, pk.FixedHeader.Decode(b))
-	n, _, err := packets.DecodeLength(c.r)
-	require.NoError(c.t, err)
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	_, err = io.ReadFull(c.r, body)
-	require.NoError(c.t, err)
-	switch pk.FixedHeader.Type {
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback, packets.Pubrec, packets.Pubrel, packets.Pubcomp, packets.Suback, packets.Unsuback:
-		if len(body) >= 2 {
-			pk.PacketID = uint16(body[0])<<8 | uint16(body[1])
-		}
-	}
-	require.NoError(c.t, err)
-	return pk
-}
-
-// expect reads the next packet and checks its type.
-func (c *rawMember) expect(typ byte) packets.Packet {
-	c.t.Helper()
-	pk := c.recv()
-	require.Equal(c.t, typ, pk.FixedHeader.Type, "%+v", pk)
-	return pk
-}
-
-// ping waits for a PINGRESP: the packets sent before are processed.
-func (c *rawMember) ping() {
-	c.t.Helper()
-	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
-	c.expect(packets.Pingresp)
 }
