@@ -250,6 +250,18 @@ type member5 struct {
 // PUBACK only when told (groupInbox.ackAll).
 func connectMember5(t *testing.T, addr, id string, manualAck bool) *member5 {
 	t.Helper()
+	return dialMember5(t, addr, id, manualAck, nil)
+}
+
+// connectMember5RM connects an MQTT 5 client that acks by hand, with the
+// receive maximum rm.
+func connectMember5RM(t *testing.T, addr, id string, rm uint16) *member5 {
+	t.Helper()
+	return dialMember5(t, addr, id, true, &paho.ConnectProperties{ReceiveMaximum: &rm})
+}
+
+func dialMember5(t *testing.T, addr, id string, manualAck bool, props *paho.ConnectProperties) *member5 {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, groupWait)
 	require.NoError(t, err)
 	c := &member5{in: &groupInbox{}}
@@ -262,7 +274,7 @@ func connectMember5(t *testing.T, addr, id string, manualAck bool) *member5 {
 			return true, nil
 		}},
 	})
-	ca, err := c.Connect(groupCtx(t), &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	ca, err := c.Connect(groupCtx(t), &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30, Properties: props})
 	require.NoError(t, err)
 	require.Zero(t, ca.ReasonCode)
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
@@ -285,28 +297,4 @@ func (c *member5) subscribe(t *testing.T, qos byte, filters ...string) []byte {
 	sa, err := c.Subscribe(groupCtx(t), s)
 	require.NotNil(t, sa, "subscribe: %v", err)
 	return sa.Reasons
-}
-
-// connectMember5RM connects an MQTT 5 client that acks by hand, with the
-// receive maximum rm.
-func connectMember5RM(t *testing.T, addr, id string, rm uint16) *member5 {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, groupWait)
-	require.NoError(t, err)
-	c := &member5{in: &groupInbox{}}
-	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn:                       conn,
-		EnableManualAcknowledgment: true,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			c.in.add(delivery{topic: pr.Packet.Topic, payload: string(pr.Packet.Payload), qos: pr.Packet.QoS},
-				func() { _ = pr.Client.Ack(pr.Packet) })
-			return true, nil
-		}},
-	})
-	ca, err := c.Connect(groupCtx(t), &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm}})
-	require.NoError(t, err)
-	require.Zero(t, ca.ReasonCode)
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c
 }
