@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 // their acks allow, each with `window` publishes in flight, 3 s per load,
 // bare and weir alternating twice. It reports both rates and weir/bare, and
 // checks that weir's stream holds every acknowledged message.
+// BENCH_MQTT_LINGER sets mqtt.ingest.linger (default 0).
 //
 // Run it once:
 //
@@ -46,7 +48,16 @@ func benchMQTT(b *testing.B, window int) {
 		rounds   = 2
 	)
 	bare := startBareMochi(b)
-	n := nodetest.Start(b, func(c *conf.Config) { c.MQTT.Listen = nodetest.FreeAddr(b) })
+	n := nodetest.Start(b, func(c *conf.Config) {
+		c.MQTT.Listen = nodetest.FreeAddr(b)
+		if l := os.Getenv("BENCH_MQTT_LINGER"); l != "" { // e.g. 1ms, to compare with the default 0
+			d, err := time.ParseDuration(l)
+			if err != nil {
+				b.Fatalf("BENCH_MQTT_LINGER: %v", err)
+			}
+			c.MQTT.Ingest.Linger = d
+		}
+	})
 	load := func(addr, prefix string) mqttbench.Result {
 		res, err := mqttbench.Run(context.Background(), mqttbench.Options{
 			Addr: addr, Clients: clients, Window: window, PayloadBytes: payload, QoS: 1,
