@@ -61,11 +61,15 @@ package bridge
 //   - Over all clients, at most mqtt.ingest.max-pending-bytes of publishes
 //     held, each charged what the bridge holds for it: its marshaled
 //     record, the payload kept for the live delivery (QoS 1/2) and a fixed
-//     overhead (so empty payloads are bounded too). A QoS 1/2 publish
-//     (stored or live only) is charged until its ack is written (its
-//     payload is dropped then), a QoS 0 one until it is committed or
-//     failed; a single publish larger than the whole budget is let in
-//     alone. A re-ack or a refusal holds no payload and is not charged.
+//     overhead (so empty payloads are bounded too). A stored publish is
+//     charged until it is committed or failed, a live-only one (QoS 1/2)
+//     until its ack is written; a single publish larger than the whole
+//     budget is let in alone. A re-ack or a refusal holds no payload and
+//     is not charged. Past its commit a publish waits only for its
+//     client's ack writer, which a client that does not read its socket
+//     blocks: releasing the budget at the commit keeps such a client from
+//     holding every publisher's room; what it holds itself is bounded by
+//     mqtt.receive-maximum (and its connection's write deadline).
 //   - mqtt.ingest.publish-timeout, from the moment the publish is read,
 //     bounds its queueing: the waits for room and for the stream's route,
 //     and the time until its batch is proposed. Past it, a QoS 1/2 publish

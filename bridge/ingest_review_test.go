@@ -180,9 +180,8 @@ func TestIngestReviewSlowCommitAcked(t *testing.T) {
 }
 
 // Live-only publishes (unmatched topics under live) are charged to the
-// pending budget, and every publish's bytes stay charged until it is
-// acknowledged.
-func TestIngestReviewBudgetUntilAcked(t *testing.T) {
+// pending budget until acknowledged, stored ones until committed.
+func TestIngestReviewBudgetCharges(t *testing.T) {
 	g := newGate()
 	r := startRig(t, func(rc *rigConfig) { rc.gate = g })
 	r.createStream(t, "devs")
@@ -269,4 +268,28 @@ func TestIngestReviewV3FailureKeepsAcksAndWill(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("the will was not sent")
 	}
+}
+
+// A publisher that does not read its socket blocks only its own acks: the
+// bytes of its committed publishes leave the pending budget at the commit,
+// so other clients' publishes are not refused for want of room.
+func TestIngestNonReadingPublisherHoldsNoBudget(t *testing.T) {
+	r := startRig(t, func(rc *rigConfig) {
+		rc.mqtt.Ingest.MaxPendingBytes = 2 << 20
+		rc.mqtt.Ingest.PublishTimeout = 2 * time.Second
+	})
+	r.createStream(t, "devs")
+	hog := dialRaw(t, r.addr, "hog", 5, true)
+	hog.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "dev/hog", Qos: 0}}})
+	hog.expect(packets.Suback)
+	big := strings.Repeat("h", 256<<10)
+	for k := range 60 { // never reads again: its own deliveries and acks fill its socket
+		hog.publish(uint16(k+2), 1, false, "dev/hog", big)
+	}
+	other := dialRaw(t, r.addr, "other", 5, true)
+	other.publish(1, 1, false, "dev/other", strings.Repeat("o", 300<<10))
+	ack := other.recv()
+	require.Equal(t, packets.Puback, ack.FixedHeader.Type)
+	require.Equal(t, byte(0), ack.ReasonCode, "refused: the non-reading publisher holds the budget")
 }

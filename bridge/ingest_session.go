@@ -215,11 +215,20 @@ func (s *session) push(e *entry, done bool, code packets.Code) bool {
 }
 
 // finish records an entry's outcome and releases the acks it unblocks.
+// The entry's bytes leave the pending budget now, at its commit, not when
+// its ack is written: a client that does not read its socket blocks its
+// own ack writer, and would otherwise hold the budget of every publisher.
+// What a session holds past its commits is bounded by receive-maximum.
 func (s *session) finish(e *entry, code packets.Code, unknown bool) {
 	s.mu.Lock()
 	s.settle(e, code, unknown)
+	cost := e.cost
+	e.cost = 0
 	start := s.advance()
 	s.mu.Unlock()
+	if cost > 0 {
+		s.ing.budget.release(cost)
+	}
 	if start {
 		s.ing.startWriter(s)
 	}
@@ -290,8 +299,9 @@ func (i *Ingest) writeAcks(s *session) {
 }
 
 // ack answers one publish on the session's current connection cl and,
-// once committed, delivers it live first. The publish's bytes leave the
-// pending budget here, once delivered and before the ack is written.
+// once committed, delivers it live first. The bytes of a publish that was
+// not appended (delivered live only, or refused) leave the pending budget
+// here; an appended one's left at its commit (session.finish).
 func (i *Ingest) ack(s *session, cl *mqtt.Client, e *entry) {
 	ok := e.code == packets.CodeSuccess && !e.unknown
 	if ok && e.live {

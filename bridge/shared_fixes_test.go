@@ -120,6 +120,28 @@ func TestSharedRespectsReceiveMaximum(t *testing.T) {
 	}, groupWait, groupTick)
 }
 
+// mochi's own deliveries queued for want of send quota (not sent, so never
+// acknowledged) do not count against the receive maximum: a member whose
+// group filled the window while mochi queued native messages behind it
+// goes on delivering once the client acks.
+func TestSharedNotStalledByQueuedNativeDeliveries(t *testing.T) {
+	n := nodetest.Start(t)
+	shards := createGroupStream(t, n.API, "sensors", 1)
+	b := startGroupBroker(t, n, nil, conf.MQTTShared{})
+	dev := connectMember5RM(t, b.addr, "dev", 2)
+	require.Equal(t, []byte{1, 1}, dev.subscribe(t, 1, "plain/#", "$share/g/sensors/#"))
+	recs, payloads := sensorRecords("p", 10)
+	appendGroupRecords(t, n.API, "sensors", shards, recs...)
+	require.Eventually(t, func() bool { return len(dev.in.all()) == 2 }, groupWait, groupTick)
+	for i := range 6 {
+		require.NoError(t, b.srv.Publish("plain/x", fmt.Appendf(nil, "native-%d", i), false, 1))
+	}
+	require.Eventually(t, func() bool {
+		dev.in.ackAll()
+		return deliveredAll(payloads, dev.in)
+	}, groupWait, groupTick, "the group's deliveries stalled behind mochi's queued ones")
+}
+
 // A delivery's packet ID that the client reused for a QoS 2 PUBLISH of its
 // own belongs to mochi's PUBREC until the PUBREL: neither the delivery's
 // PUBACK nor the member leaving takes it out of Inflight.
