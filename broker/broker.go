@@ -80,6 +80,9 @@ func New(opts Options) (*Broker, error) {
 	// the ACL before it resolves an alias, and registers an alias never
 	// seen before with an empty topic.
 	caps.TopicAliasMaximum = 0
+	// A disconnected session holds its client ID (see sessionAllowed) and
+	// memory; mochi's default keeps it for 136 years.
+	caps.MaximumSessionExpiryInterval = uint32(min(max(m.MaxSessionExpiry/time.Second, 1), math.MaxUint32))
 	b := &Broker{
 		server: mqtt.New(&mqtt.Options{
 			Capabilities: caps,

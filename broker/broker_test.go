@@ -467,3 +467,16 @@ func TestWillACL(t *testing.T) {
 		require.Equal(t, want, ca.ReasonCode, topic)
 	}
 }
+
+// A persistent session lasts at most mqtt.max-session-expiry: an MQTT 5
+// client asking more is told the cap (and mochi expires the session then).
+func TestSessionExpiryCap(t *testing.T) {
+	b := startBroker(t, func(c *conf.Config) { c.MQTT.MaxSessionExpiry = 90 * time.Second })
+	asked := uint32(1 << 30)
+	_, ca, err := v5(t, b.Addr(), &paho.Connect{ClientID: "s", KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &asked}}, nil)
+	require.NoError(t, err)
+	require.NotNil(t, ca.Properties.SessionExpiryInterval)
+	require.Equal(t, uint32(90), *ca.Properties.SessionExpiryInterval)
+	require.Equal(t, uint32(90), b.Server().Options.Capabilities.MaximumSessionExpiryInterval)
+}

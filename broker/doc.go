@@ -43,6 +43,10 @@
 //     and disconnects a client that goes beyond the limit (3.1.1 too).
 //   - mqtt.max-inflight: QoS 1 and 2 messages the broker keeps
 //     unacknowledged towards one client (at most 65535).
+//   - mqtt.max-session-expiry: the longest a disconnected client's
+//     persistent session is kept (mochi's default is 136 years); MQTT 5
+//     clients asking more are told this one in CONNACK. A kept session
+//     also holds its client ID for its user (see Authentication).
 //   - mqtt.max-keepalive: a client asking for a longer keepalive, or for
 //     none (0), is given this one. MQTT 5 clients are told so in CONNACK
 //     (Server Keep Alive). A connection silent for 1.5 times its keepalive

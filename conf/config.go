@@ -46,13 +46,14 @@ type GRPC struct {
 // MQTT configures the embedded MQTT broker and the bridge from MQTT to
 // streams.
 type MQTT struct {
-	Listen         string        `yaml:"listen" doc:"host:port the MQTT broker listens on; empty disables MQTT (default 127.0.0.1:1883)"`
-	TLSListen      string        `yaml:"tls-listen" doc:"host:port of MQTT over TLS, with tls-cert-path and tls-key-path (tls-ca-path, when set, requires client certificates); empty disables it (default empty)"`
-	WSListen       string        `yaml:"ws-listen" doc:"host:port of MQTT over WebSocket; empty disables it (default empty)"`
-	MaxPacketSize  ByteSize      `yaml:"max-packet-size" doc:"largest MQTT packet the broker accepts; larger ones close the connection (default 2MiB)"`
-	ReceiveMaximum int           `yaml:"receive-maximum" doc:"QoS 1 and 2 publishes one client may have unacknowledged; MQTT 5 clients are told it, 3.1.1 clients are slowed at it; 1 to 65535 (default 1024)"`
-	MaxInflight    int           `yaml:"max-inflight" doc:"QoS 1 and 2 messages the broker keeps unacknowledged towards one client; 1 to 65535 (default 8192)"`
-	MaxKeepalive   time.Duration `yaml:"max-keepalive" doc:"longest keepalive a client may use: MQTT 5 clients asking more, or none, are told to use this one, and a 3.1.1 connection silent for 1.5 times it is closed; whole seconds, 5s to 18h12m15s (default 10m)"`
+	Listen           string        `yaml:"listen" doc:"host:port the MQTT broker listens on; empty disables MQTT (default 127.0.0.1:1883)"`
+	TLSListen        string        `yaml:"tls-listen" doc:"host:port of MQTT over TLS, with tls-cert-path and tls-key-path (tls-ca-path, when set, requires client certificates); empty disables it (default empty)"`
+	WSListen         string        `yaml:"ws-listen" doc:"host:port of MQTT over WebSocket; empty disables it (default empty)"`
+	MaxPacketSize    ByteSize      `yaml:"max-packet-size" doc:"largest MQTT packet the broker accepts; larger ones close the connection (default 2MiB)"`
+	ReceiveMaximum   int           `yaml:"receive-maximum" doc:"QoS 1 and 2 publishes one client may have unacknowledged; MQTT 5 clients are told it, 3.1.1 clients are slowed at it; 1 to 65535 (default 1024)"`
+	MaxInflight      int           `yaml:"max-inflight" doc:"QoS 1 and 2 messages the broker keeps unacknowledged towards one client; 1 to 65535 (default 8192)"`
+	MaxSessionExpiry time.Duration `yaml:"max-session-expiry" doc:"longest a disconnected client's persistent session (its subscriptions and queued messages, and its client ID) is kept; MQTT 5 clients asking more are told this; whole seconds (default 2h)"`
+	MaxKeepalive     time.Duration `yaml:"max-keepalive" doc:"longest keepalive a client may use: MQTT 5 clients asking more, or none, are told to use this one, and a 3.1.1 connection silent for 1.5 times it is closed; whole seconds, 5s to 18h12m15s (default 10m)"`
 
 	AllowAnonymous bool   `yaml:"allow-anonymous" doc:"let clients connect without a username; when false, only users of mqtt.auth-file may (default true)"`
 	AuthFile       string `yaml:"auth-file" doc:"YAML file of MQTT users (bcrypt password hashes) and ACL rules; empty allows every client that may connect to publish and subscribe anywhere (default empty)"`
@@ -161,13 +162,14 @@ func Default() *Config {
 		DataDir: "./data",
 		GRPC:    GRPC{Listen: "127.0.0.1:6570"},
 		MQTT: MQTT{
-			Listen:         "127.0.0.1:1883",
-			MaxPacketSize:  2 * MiB,
-			ReceiveMaximum: 1024,
-			MaxInflight:    8192,
-			MaxKeepalive:   10 * time.Minute,
-			AllowAnonymous: true,
-			Unmatched:      "live",
+			Listen:           "127.0.0.1:1883",
+			MaxPacketSize:    2 * MiB,
+			ReceiveMaximum:   1024,
+			MaxInflight:      8192,
+			MaxKeepalive:     10 * time.Minute,
+			MaxSessionExpiry: 2 * time.Hour,
+			AllowAnonymous:   true,
+			Unmatched:        "live",
 			Ingest: MQTTIngest{
 				MaxPendingBytes: 64 * MiB,
 				PublishTimeout:  10 * time.Second,
@@ -236,6 +238,7 @@ func (c *Config) WithDefaults() *Config {
 	fill(&n.MQTT.ReceiveMaximum, d.MQTT.ReceiveMaximum)
 	fill(&n.MQTT.MaxInflight, d.MQTT.MaxInflight)
 	fill(&n.MQTT.MaxKeepalive, d.MQTT.MaxKeepalive)
+	fill(&n.MQTT.MaxSessionExpiry, d.MQTT.MaxSessionExpiry)
 	fill(&n.MQTT.Unmatched, d.MQTT.Unmatched)
 	fill(&n.MQTT.Ingest.MaxPendingBytes, d.MQTT.Ingest.MaxPendingBytes)
 	fill(&n.MQTT.Ingest.PublishTimeout, d.MQTT.Ingest.PublishTimeout)

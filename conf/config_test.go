@@ -50,7 +50,7 @@ func TestKeyNames(t *testing.T) {
 		assert.Equal(t, want[0], k.env)
 		assert.Equal(t, want[1], k.flag)
 	}
-	assert.Len(t, keys, 45)
+	assert.Len(t, keys, 46)
 }
 
 func TestCloneIsDeep(t *testing.T) {

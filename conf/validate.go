@@ -175,6 +175,12 @@ func (m *MQTT) problems(ch *checker) {
 	case k%time.Second != 0:
 		ch.add("mqtt.max-keepalive", "must be whole seconds, not %s", formatDuration(k))
 	}
+	switch e := m.MaxSessionExpiry; {
+	case e < time.Second || e > (1<<32-1)*time.Second:
+		ch.add("mqtt.max-session-expiry", "must be from 1s to %s (MQTT's session expiry is 32 bits of seconds), not %s", formatDuration((1<<32-1)*time.Second), formatDuration(e))
+	case e%time.Second != 0:
+		ch.add("mqtt.max-session-expiry", "must be whole seconds, not %s", formatDuration(e))
+	}
 	if m.AuthFile != "" {
 		ch.file("mqtt.auth-file", m.AuthFile, false)
 	} else if !m.AllowAnonymous && (m.Listen != "" || m.TLSListen != "" || m.WSListen != "") {

@@ -117,7 +117,7 @@ func TestValidate(t *testing.T) {
 			wantKeys: []string{"store.group-commit.max-wait"}, wantMsg: "under 100ms, not 100ms"},
 		{name: "zero values that cannot be meant", mutate: func(c *Config) { *c = Config{} },
 			wantKeys: []string{
-				"node-id", "data-dir", "grpc.listen", "mqtt.max-packet-size", "mqtt.receive-maximum", "mqtt.max-inflight", "mqtt.max-keepalive", "mqtt.unmatched", "mqtt.ingest.publish-timeout", "mqtt.shared.offset", "mqtt.shared.ack-timeout", "mqtt.shared.max-unacked",
+				"node-id", "data-dir", "grpc.listen", "mqtt.max-packet-size", "mqtt.receive-maximum", "mqtt.max-inflight", "mqtt.max-keepalive", "mqtt.max-session-expiry", "mqtt.unmatched", "mqtt.ingest.publish-timeout", "mqtt.shared.offset", "mqtt.shared.ack-timeout", "mqtt.shared.max-unacked",
 				"etcd.embedded.client-listen", "etcd.embedded.peer-listen",
 				"etcd.prefix", "etcd.dial-timeout", "etcd.lease-ttl", "stream.replication-factor", "stream.shard-count",
 				"store.max-record-size", "store.max-batch-size", "store.group-commit.max-bytes",
