@@ -65,16 +65,7 @@ not printed are delivered again after the subscription's ack timeout.`,
 			err = g.run(ctx, func(ctx context.Context, c *client.Client) error {
 				return c.Consume(ctx, args[0], consumer, handler)
 			})
-			switch {
-			case errors.Is(err, errMaxReached):
-				err = nil
-			case errors.Is(err, context.Canceled) && cmd.Context().Err() == nil:
-				err = nil // interrupted by a signal
-			}
-			if err != nil {
-				return err
-			}
-			return out.Flush()
+			return endOutput(cmd, err, out)
 		},
 	}
 	f := cmd.Flags()

@@ -43,6 +43,21 @@ func interruptible(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 // errMaxReached stops a read once --max records were printed.
 var errMaxReached = errors.New("--max records printed")
 
+// endOutput ends a command that prints records until --max or a signal:
+// those two ends are success, and what was printed is flushed.
+func endOutput(cmd *cobra.Command, err error, out *bufio.Writer) error {
+	switch {
+	case errors.Is(err, errMaxReached):
+		err = nil
+	case errors.Is(err, context.Canceled) && cmd.Context().Err() == nil:
+		err = nil // interrupted by a signal
+	}
+	if err != nil {
+		return err
+	}
+	return out.Flush()
+}
+
 func newReadCmd(g *clientFlags) *cobra.Command {
 	var (
 		from, format string
@@ -120,16 +135,7 @@ record published over MQTT: mqtt.topic, mqtt.qos, mqtt.clientid, ...).`,
 				}
 				return c.ReadStream(ctx, stream, start.stream, until, batchBudget(maxRecords, 0), fn)
 			})
-			switch {
-			case errors.Is(err, errMaxReached):
-				err = nil
-			case errors.Is(err, context.Canceled) && cmd.Context().Err() == nil:
-				err = nil // interrupted by a signal
-			}
-			if err != nil {
-				return err
-			}
-			return out.Flush()
+			return endOutput(cmd, err, out)
 		},
 	}
 	f := cmd.Flags()
