@@ -32,7 +32,7 @@ func (c *Client) CreateStream(ctx context.Context, name string, opts ...StreamOp
 	if err != nil {
 		return nil, fmt.Errorf("%w: CreateStream %q: %v", ErrInvalidArgument, name, err)
 	}
-	return c.api.CreateStream(ctx, &hstreampb.Stream{
+	return call(ctx, c, anyNode(), hstreampb.HStreamApiClient.CreateStream, &hstreampb.Stream{
 		StreamName:        name,
 		ReplicationFactor: rf,
 		BacklogDuration:   backlog,
@@ -63,7 +63,7 @@ func backlogSeconds(d time.Duration) (uint32, error) {
 
 // GetStream returns the named stream; a missing stream is codes.NotFound.
 func (c *Client) GetStream(ctx context.Context, name string) (*hstreampb.Stream, error) {
-	resp, err := c.api.GetStream(ctx, &hstreampb.GetStreamRequest{Name: name})
+	resp, err := call(ctx, c, anyNode(), hstreampb.HStreamApiClient.GetStream, &hstreampb.GetStreamRequest{Name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -81,9 +81,9 @@ func (c *Client) ListStreams(ctx context.Context, prefix string) ([]*hstreampb.S
 		err  error
 	)
 	if prefix == "" {
-		resp, err = c.api.ListStreams(ctx, &hstreampb.ListStreamsRequest{})
+		resp, err = call(ctx, c, anyNode(), hstreampb.HStreamApiClient.ListStreams, &hstreampb.ListStreamsRequest{})
 	} else {
-		resp, err = c.api.ListStreamsWithPrefix(ctx, &hstreampb.ListStreamsWithPrefixRequest{Prefix: prefix})
+		resp, err = call(ctx, c, anyNode(), hstreampb.HStreamApiClient.ListStreamsWithPrefix, &hstreampb.ListStreamsWithPrefixRequest{Prefix: prefix})
 	}
 	if err != nil {
 		return nil, err
@@ -96,7 +96,7 @@ func (c *Client) ListStreams(ctx context.Context, prefix string) ([]*hstreampb.S
 // stream is not an error.
 func (c *Client) DeleteStream(ctx context.Context, name string, force, ignoreNonExist bool) error {
 	c.forgetShards(name)
-	_, err := c.api.DeleteStream(ctx, &hstreampb.DeleteStreamRequest{
+	_, err := call(ctx, c, anyNode(), hstreampb.HStreamApiClient.DeleteStream, &hstreampb.DeleteStreamRequest{
 		StreamName:     name,
 		IgnoreNonExist: ignoreNonExist,
 		Force:          force,
@@ -107,7 +107,7 @@ func (c *Client) DeleteStream(ctx context.Context, name string, force, ignoreNon
 // ListShards returns the shards of a stream, each with its inclusive hash
 // range as base-10 text.
 func (c *Client) ListShards(ctx context.Context, stream string) ([]*hstreampb.Shard, error) {
-	resp, err := c.api.ListShards(ctx, &hstreampb.ListShardsRequest{StreamName: stream})
+	resp, err := call(ctx, c, anyNode(), hstreampb.HStreamApiClient.ListShards, &hstreampb.ListShardsRequest{StreamName: stream})
 	if err != nil {
 		return nil, err
 	}

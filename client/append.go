@@ -157,7 +157,7 @@ func (c *Client) appendShard(ctx context.Context, stream string, records []Recor
 		return fmt.Errorf("client: Append to stream %q shard %d: encode %d records: %w", stream, b.shard, len(recs), err)
 	}
 	batch.PublishTime = timestamppb.Now()
-	resp, err := c.api.Append(ctx, &hstreampb.AppendRequest{
+	resp, err := call(ctx, c, shardOf(b.shard), hstreampb.HStreamApiClient.Append, &hstreampb.AppendRequest{
 		StreamName: stream,
 		ShardId:    b.shard,
 		Records:    batch,

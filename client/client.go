@@ -2,15 +2,25 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // maxMessageBytes bounds one gRPC message either way. Read responses carry
@@ -18,69 +28,169 @@ import (
 // store.max-batch-size.
 const maxMessageBytes = 256 << 20
 
-// Client talks to one weir (or HStreamDB) server over one gRPC connection.
-// It is safe for concurrent use. Close it when done.
+// Client talks to a weir (or HStreamDB) cluster: one gRPC connection per
+// node it has used, a server list from DescribeCluster, and a cache of which
+// node serves which shard, subscription and reader (see route.go). It is
+// safe for concurrent use. Close it when done.
 type Client struct {
-	addr   string
-	conn   *grpc.ClientConn
-	api    hstreampb.HStreamApiClient
-	logger *slog.Logger
+	cfg      clientConfig
+	dialOpts []grpc.DialOption
+	logger   *slog.Logger
+	addr     string // the node that answered Dial
 
 	closeOnce sync.Once
 	closeErr  error
 
-	// mu guards shardMaps, the per-stream routing tables Append uses.
+	// mu guards the fields below. It is never held across a call.
 	mu        sync.Mutex
-	shardMaps map[string]*wire.ShardMap
+	shardMaps map[string]*wire.ShardMap // per-stream routing tables Append uses
+	conns     map[string]*grpc.ClientConn
+	nodes     []string          // the server list, host:port
+	preferred int               // index in nodes of the node calls without a lookup go to
+	nodesAt   time.Time         // when nodes was refreshed; zero when it should be again
+	owners    map[target]string // lookups: the node serving a shard, subscription or reader
+	closed    bool
 }
 
-// Dial connects to the server at addr ("host:port"; a bare host gets port
-// 6570) and checks that it answers an Echo within the dial timeout (see
-// WithDialTimeout) and ctx. The connection is plaintext HTTP/2 (h2c).
-func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
+// Dial connects to a cluster. url is one server address or several:
+//
+//	127.0.0.1:6570                  one server, plaintext
+//	hstream://h1:6570,h2,h3:7000    several; a missing port is 6570
+//	hstreams://h1:6570,h2:6570      TLS (see WithCACert, WithClientCert)
+//
+// Dial asks the servers in turn for the cluster's nodes (DescribeCluster)
+// until one answers within the dial timeout (WithDialTimeout) and ctx, and
+// from then on spreads its calls over the nodes the cluster reported (a
+// server without DescribeCluster must answer Echo; its list stays url's).
+func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	cfg := defaultClientConfig()
 	for _, o := range opts {
 		o.applyClient(&cfg)
 	}
-	target, err := normalizeAddr(addr)
+	seeds, useTLS, err := parseURL(url)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(cfg.creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)))
-	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: %w", target, err)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
+	creds, err := cfg.transportCredentials(url, useTLS)
+	if err != nil {
+		return nil, err
+	}
+	dialOpts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
+	}
+	if cfg.authToken != "" {
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(basicAuth(cfg.authToken)))
+	}
+	dialOpts = append(dialOpts, cfg.grpcOpts...)
 	c := &Client{
-		addr:      target,
-		conn:      conn,
-		api:       hstreampb.NewHStreamApiClient(conn),
-		logger:    cfg.logger.With("server", target),
+		cfg:       cfg,
+		dialOpts:  dialOpts,
+		logger:    cfg.logger,
 		shardMaps: make(map[string]*wire.ShardMap),
+		conns:     make(map[string]*grpc.ClientConn),
+		nodes:     seeds,
+		owners:    make(map[target]string),
 	}
+	var errs []error
+	for _, seed := range seeds {
+		nodes, err := c.bootstrap(ctx, seed)
+		if err == nil {
+			c.addr = seed
+			c.setNodes(nodes, seed)
+			return c, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	_ = c.Close()
+	return nil, errors.Join(errs...)
+}
 
-	// Echo with WaitForReady rides out a server that is still starting;
-	// when the deadline passes, gRPC's error carries the last connection
-	// error ("connection refused"), which is what a user needs to see.
-	dctx, cancel := context.WithTimeout(ctx, cfg.dialTimeout)
-	defer cancel()
-	const hello = "hello"
-	resp, err := c.api.Echo(dctx, &hstreampb.EchoRequest{Msg: hello}, grpc.WaitForReady(true))
+// bootstrap asks seed for the cluster's nodes. With WaitForReady it rides
+// out a server that is still starting; when the deadline passes, gRPC's
+// error carries the last connection error ("connection refused"), which is
+// what a user needs to see.
+func (c *Client) bootstrap(ctx context.Context, seed string) ([]string, error) {
+	api, err := c.apiAt(seed)
 	if err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("client: dial %s: no answer within %s: %w", target, cfg.dialTimeout, err)
+		return nil, err
 	}
-	if resp.GetMsg() != hello {
-		_ = conn.Close()
-		return nil, fmt.Errorf("%w: dial %s: Echo(%q) answered %q", ErrBadResponse, target, hello, resp.GetMsg())
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout)
+	defer cancel()
+	resp, err := api.DescribeCluster(dctx, &emptypb.Empty{}, grpc.WaitForReady(true))
+	if status.Code(err) == codes.Unimplemented {
+		const hello = "hello"
+		echo, err := api.Echo(dctx, &hstreampb.EchoRequest{Msg: hello}, grpc.WaitForReady(true))
+		if err != nil {
+			return nil, fmt.Errorf("client: dial %s: no answer within %s: %w", seed, c.cfg.dialTimeout, err)
+		}
+		if echo.GetMsg() != hello {
+			return nil, fmt.Errorf("%w: dial %s: Echo(%q) answered %q", ErrBadResponse, seed, hello, echo.GetMsg())
+		}
+		return nil, nil
 	}
-	return c, nil
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: no answer within %s: %w", seed, c.cfg.dialTimeout, err)
+	}
+	return serverList(resp, seed), nil
+}
+
+// serverList turns a DescribeCluster answer into addresses to dial. A node
+// that advertises an unspecified host (0.0.0.0, ::) is reached on the host
+// the answer came from.
+func serverList(resp *hstreampb.DescribeClusterResponse, from string) []string {
+	fromHost, _, _ := net.SplitHostPort(from)
+	var nodes []string
+	for _, n := range resp.GetServerNodes() {
+		host := n.GetHost()
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			host = fromHost
+		}
+		nodes = append(nodes, net.JoinHostPort(host, fmt.Sprint(n.GetPort())))
+	}
+	return nodes
+}
+
+// parseURL splits a Dial url into normalized host:port addresses and says
+// whether it asks for TLS (hstreams://).
+func parseURL(url string) (addrs []string, useTLS bool, err error) {
+	rest := url
+	if scheme, after, ok := strings.Cut(url, "://"); ok {
+		switch scheme {
+		case "hstream":
+		case "hstreams":
+			useTLS = true
+		default:
+			return nil, false, fmt.Errorf("%w: server url %q: scheme %q: want hstream:// or hstreams://", ErrInvalidArgument, url, scheme)
+		}
+		rest = strings.TrimSuffix(after, "/")
+	}
+	if rest == "" {
+		return nil, false, fmt.Errorf("%w: server url %q: no server address", ErrInvalidArgument, url)
+	}
+	for _, a := range strings.Split(rest, ",") {
+		addr, err := normalizeAddr(strings.TrimSpace(a))
+		if err != nil {
+			return nil, false, fmt.Errorf("server url %q: %w", url, err)
+		}
+		addrs = append(addrs, addr)
+	}
+	return addrs, useTLS, nil
 }
 
 // normalizeAddr checks addr and adds DefaultPort to a bare host.
 func normalizeAddr(addr string) (string, error) {
 	if addr == "" {
 		return "", fmt.Errorf("%w: empty server address", ErrInvalidArgument)
+	}
+	if strings.ContainsAny(addr, "/?#@") {
+		return "", fmt.Errorf("%w: server address %q: want host:port", ErrInvalidArgument, addr)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	switch {
@@ -100,16 +210,99 @@ func normalizeAddr(addr string) (string, error) {
 	}
 }
 
-// Addr returns the address the client is connected to, with the port.
+// transportCredentials builds the connection security from the TLS options
+// and the url's scheme. TLS options with a plaintext hstream:// url are a
+// contradiction and refused; with a bare address they turn TLS on.
+func (cfg *clientConfig) transportCredentials(url string, useTLS bool) (credentials.TransportCredentials, error) {
+	hasTLSOpt := cfg.caFile != "" || cfg.certFile != "" || cfg.tlsConfig != nil
+	if !useTLS && hasTLSOpt && strings.HasPrefix(url, "hstream://") {
+		return nil, fmt.Errorf("%w: server url %q is plaintext (hstream://) but TLS options are set: use hstreams://", ErrInvalidArgument, url)
+	}
+	if !useTLS && !hasTLSOpt {
+		return insecure.NewCredentials(), nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.tlsConfig != nil {
+		tc = cfg.tlsConfig.Clone()
+	}
+	if cfg.caFile != "" {
+		pem, err := os.ReadFile(cfg.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: WithCACert(%q): %v", ErrInvalidArgument, cfg.caFile, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: WithCACert(%q): no PEM certificate in the file", ErrInvalidArgument, cfg.caFile)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.certFile, cfg.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: WithClientCert(%q, %q): %v", ErrInvalidArgument, cfg.certFile, cfg.keyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(tc), nil
+}
+
+// basicAuth sends an auth token as HStreamDB's clients do: metadata
+// "authorization: Basic <token>" on every call, streams included.
+type basicAuth string
+
+func (t basicAuth) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Basic " + string(t)}, nil
+}
+
+func (basicAuth) RequireTransportSecurity() bool { return false }
+
+// Addr returns the address of the server that answered Dial, with the port.
 func (c *Client) Addr() string { return c.addr }
 
-// API returns the raw generated client on the same connection, for RPCs this
-// package does not wrap.
-func (c *Client) API() hstreampb.HStreamApiClient { return c.api }
+// Nodes returns the client's server list: the cluster's nodes as the last
+// DescribeCluster reported them.
+func (c *Client) Nodes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.nodes...)
+}
 
-// Close closes the connection; calls in flight fail with codes.Canceled.
+// API returns the raw generated client on the connection to the node the
+// client currently prefers, for RPCs this package does not wrap. Calls made
+// through it are not retried or routed.
+func (c *Client) API() hstreampb.HStreamApiClient {
+	api, err := c.apiAt(c.anyNode())
+	if err != nil {
+		return hstreampb.NewHStreamApiClient(closedConn{err})
+	}
+	return api
+}
+
+// Close closes every connection; calls in flight fail with codes.Canceled.
 // Close is idempotent.
 func (c *Client) Close() error {
-	c.closeOnce.Do(func() { c.closeErr = c.conn.Close() })
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		conns := c.conns
+		c.conns = nil
+		c.mu.Unlock()
+		var errs []error
+		for _, conn := range conns {
+			errs = append(errs, conn.Close())
+		}
+		c.closeErr = errors.Join(errs...)
+	})
 	return c.closeErr
+}
+
+// closedConn fails every call; API returns it after Close.
+type closedConn struct{ err error }
+
+func (cc closedConn) Invoke(context.Context, string, any, any, ...grpc.CallOption) error {
+	return cc.err
+}
+
+func (cc closedConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+	return nil, cc.err
 }

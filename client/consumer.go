@@ -142,7 +142,11 @@ func (c *Client) Consume(ctx context.Context, subID, consumerName string, handle
 	// One server for now: the stream goes to the node c is dialed to.
 	// Finding the subscription's owner (LookupSubscription) and moving to
 	// it, and reconnecting after a node fails, come with clusters.
-	stream, err := c.api.StreamingFetch(sctx)
+	api, _, err := c.apiFor(sctx, subscriptionOf(subID))
+	if err != nil {
+		return err
+	}
+	stream, err := api.StreamingFetch(sctx)
 	if err != nil {
 		return err
 	}

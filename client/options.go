@@ -1,12 +1,13 @@
 package client
 
 import (
+	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/weir-log/weir/api/hstreampb"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc"
 )
 
 // Options come in one type per role, as franz-go's ProducerOpt and
@@ -42,6 +43,9 @@ const DefaultPort = "6570"
 // Defaults of the options below.
 const (
 	DefaultDialTimeout       = 5 * time.Second
+	DefaultMaxAttempts       = 8
+	DefaultRetryBackoffBase  = 100 * time.Millisecond
+	DefaultRetryBackoffMax   = 2 * time.Second
 	DefaultShardCount        = 1
 	DefaultReplicationFactor = 1
 	DefaultBacklogDuration   = 7 * 24 * time.Hour
@@ -50,17 +54,92 @@ const (
 type clientConfig struct {
 	logger      *slog.Logger
 	dialTimeout time.Duration
-	// creds secures the connection. Only plaintext h2c exists today; a TLS
-	// option (CA, client certificate) will set this field when it is added.
-	creds credentials.TransportCredentials
+
+	authToken         string
+	caFile            string
+	certFile, keyFile string
+	tlsConfig         *tls.Config
+	grpcOpts          []grpc.DialOption
+	maxAttempts       int
+	backoffBase       time.Duration
+	backoffMax        time.Duration
 }
 
 func defaultClientConfig() clientConfig {
 	return clientConfig{
 		logger:      slog.New(slog.DiscardHandler),
 		dialTimeout: DefaultDialTimeout,
-		creds:       insecure.NewCredentials(),
+		maxAttempts: DefaultMaxAttempts,
+		backoffBase: DefaultRetryBackoffBase,
+		backoffMax:  DefaultRetryBackoffMax,
 	}
+}
+
+// validate reports the first option set to a value it cannot take.
+func (cfg *clientConfig) validate() error {
+	switch {
+	case cfg.maxAttempts < 1:
+		return fmt.Errorf("%w: WithMaxAttempts(%d): want at least 1", ErrInvalidArgument, cfg.maxAttempts)
+	case cfg.backoffBase <= 0 || cfg.backoffMax < cfg.backoffBase:
+		return fmt.Errorf("%w: WithRetryBackoff(%s, %s): want 0 < base <= max", ErrInvalidArgument, cfg.backoffBase, cfg.backoffMax)
+	case (cfg.certFile == "") != (cfg.keyFile == ""):
+		return fmt.Errorf("%w: WithClientCert(%q, %q): want both a certificate and a key file", ErrInvalidArgument, cfg.certFile, cfg.keyFile)
+	}
+	return nil
+}
+
+// WithAuthToken sends token with every call as HStreamDB's clients do, in
+// the metadata "authorization: Basic <token>" (for user and password, the
+// token is base64("user:password")). Default: none. A server that does not
+// check credentials ignores it.
+func WithAuthToken(token string) Option {
+	return clientOption(func(c *clientConfig) { c.authToken = token })
+}
+
+// WithCACert trusts the PEM certificates in file, instead of the system's
+// roots, to verify the servers. It turns TLS on for a bare address; with an
+// hstream:// url it is an error (use hstreams://). Default: the system's
+// roots when TLS is on.
+func WithCACert(file string) Option {
+	return clientOption(func(c *clientConfig) { c.caFile = file })
+}
+
+// WithClientCert presents the certificate and key in these PEM files to
+// servers that ask for one (mutual TLS). It turns TLS on as WithCACert
+// does. Default: no client certificate.
+func WithClientCert(certFile, keyFile string) Option {
+	return clientOption(func(c *clientConfig) { c.certFile, c.keyFile = certFile, keyFile })
+}
+
+// WithTLSConfig uses a copy of cfg for TLS; WithCACert and WithClientCert
+// still apply on top of it. It turns TLS on as WithCACert does. Default: TLS
+// 1.2 or later with the system's roots.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return clientOption(func(c *clientConfig) { c.tlsConfig = cfg })
+}
+
+// WithGRPCDialOptions adds options to every gRPC connection the client
+// makes, after its own (interceptors for tracing or metrics, keepalive).
+// Default: none.
+func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
+	return clientOption(func(c *clientConfig) { c.grpcOpts = append(c.grpcOpts, opts...) })
+}
+
+// WithMaxAttempts bounds how many times a call is tried when it fails with
+// Unavailable or WrongServer (see route.go). Default 8
+// (DefaultMaxAttempts), about 6 s of back-off with the default
+// WithRetryBackoff: enough for a node to restart or a leader to be
+// elected. 1 turns retries off. Must be at least 1.
+func WithMaxAttempts(n int) Option {
+	return clientOption(func(c *clientConfig) { c.maxAttempts = n })
+}
+
+// WithRetryBackoff sets the wait between attempts: base after the first
+// failure, doubling per attempt up to max, each jittered down by up to a
+// half. Default 100 ms and 2 s (DefaultRetryBackoffBase,
+// DefaultRetryBackoffMax). Want 0 < base <= max.
+func WithRetryBackoff(base, max time.Duration) Option {
+	return clientOption(func(c *clientConfig) { c.backoffBase, c.backoffMax = base, max })
 }
 
 // WithLogger sets the logger the client reports to (shard map refreshes,

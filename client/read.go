@@ -93,17 +93,25 @@ func (c *Client) ReadStream(ctx context.Context, stream string, from, until *hst
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rs, err := c.api.ReadStream(ctx, &hstreampb.ReadStreamRequest{
-		ReaderId:       newReaderID(),
+	readerID := newReaderID()
+	t := readerOf(readerID)
+	api, addr, err := c.apiFor(ctx, t)
+	if err != nil {
+		return ctxOr(ctx, err)
+	}
+	rs, err := api.ReadStream(ctx, &hstreampb.ReadStreamRequest{
+		ReaderId:       readerID,
 		StreamName:     stream,
 		From:           from,
 		Until:          until,
 		MaxReadBatches: maxBatches,
 	})
 	if err != nil {
-		return ctxOr(ctx, err)
+		err = ctxOr(ctx, err)
+	} else {
+		err = consume(ctx, rs, nil, fn)
 	}
-	return consume(ctx, rs, nil, fn)
+	return c.streamEnded(t, addr, err)
 }
 
 // ReadShardStream reads one shard of a stream from one offset to another
@@ -124,7 +132,12 @@ func (c *Client) ReadShardStream(ctx context.Context, stream string, shardID uin
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rs, err := c.api.ReadShardStream(ctx, &hstreampb.ReadShardStreamRequest{
+	t := shardOf(shardID)
+	api, addr, err := c.apiFor(ctx, t)
+	if err != nil {
+		return ctxOr(ctx, err)
+	}
+	rs, err := api.ReadShardStream(ctx, &hstreampb.ReadShardStreamRequest{
 		ReaderId:       newReaderID(),
 		ShardId:        shardID,
 		From:           from,
@@ -133,9 +146,20 @@ func (c *Client) ReadShardStream(ctx context.Context, stream string, shardID uin
 		StreamName:     stream,
 	})
 	if err != nil {
-		return ctxOr(ctx, err)
+		err = ctxOr(ctx, err)
+	} else {
+		err = consume(ctx, rs, skip, fn)
 	}
-	return consume(ctx, rs, skip, fn)
+	return c.streamEnded(t, addr, err)
+}
+
+// streamEnded reports a read's retryable failure, so the next call looks
+// the target up again, and returns what the read returns.
+func (c *Client) streamEnded(t target, addr string, err error) error {
+	if retryable(err) {
+		c.failed(t, addr, err)
+	}
+	return err
 }
 
 // batchesResponse is what ReadStream and ReadShardStream responses share.
@@ -193,7 +217,7 @@ func (c *Client) CreateShardReader(ctx context.Context, stream, readerID string,
 	if from == nil {
 		from = ShardEarliest()
 	}
-	_, err := c.api.CreateShardReader(ctx, &hstreampb.CreateShardReaderRequest{
+	_, err := call(ctx, c, readerOf(readerID), hstreampb.HStreamApiClient.CreateShardReader, &hstreampb.CreateShardReaderRequest{
 		StreamName:  stream,
 		ShardId:     shardID,
 		ShardOffset: from,
@@ -206,7 +230,7 @@ func (c *Client) CreateShardReader(ctx context.Context, stream, readerID string,
 // ReadShard returns the next records of a shard reader, at most maxBatches
 // batches of them; none if nothing arrived within the reader's timeout.
 func (c *Client) ReadShard(ctx context.Context, readerID string, maxBatches uint32) ([]ReceivedRecord, error) {
-	resp, err := c.api.ReadShard(ctx, &hstreampb.ReadShardRequest{ReaderId: readerID, MaxRecords: maxBatches})
+	resp, err := call(ctx, c, readerOf(readerID), hstreampb.HStreamApiClient.ReadShard, &hstreampb.ReadShardRequest{ReaderId: readerID, MaxRecords: maxBatches})
 	if err != nil {
 		return nil, err
 	}
@@ -223,13 +247,13 @@ func (c *Client) ReadShard(ctx context.Context, readerID string, maxBatches uint
 
 // DeleteShardReader deletes a shard reader; an unknown id is an error.
 func (c *Client) DeleteShardReader(ctx context.Context, readerID string) error {
-	_, err := c.api.DeleteShardReader(ctx, &hstreampb.DeleteShardReaderRequest{ReaderId: readerID})
+	_, err := call(ctx, c, readerOf(readerID), hstreampb.HStreamApiClient.DeleteShardReader, &hstreampb.DeleteShardReaderRequest{ReaderId: readerID})
 	return err
 }
 
 // ListShardReaders returns the ids of the server's shard readers.
 func (c *Client) ListShardReaders(ctx context.Context) ([]string, error) {
-	resp, err := c.api.ListShardReaders(ctx, &hstreampb.ListShardReadersRequest{})
+	resp, err := call(ctx, c, anyNode(), hstreampb.HStreamApiClient.ListShardReaders, &hstreampb.ListShardReadersRequest{})
 	if err != nil {
 		return nil, err
 	}

@@ -95,7 +95,7 @@ func (c *Client) CreateSubscription(ctx context.Context, id, stream string, opts
 	if cfg.offset != hstreampb.SpecialOffset_EARLIEST && cfg.offset != hstreampb.SpecialOffset_LATEST {
 		return nil, fmt.Errorf("%w: CreateSubscription %q: WithSubscriptionOffset(%d): want EARLIEST or LATEST", ErrInvalidArgument, id, cfg.offset)
 	}
-	return c.api.CreateSubscription(ctx, &hstreampb.Subscription{
+	return call(ctx, c, subscriptionOf(id), hstreampb.HStreamApiClient.CreateSubscription, &hstreampb.Subscription{
 		SubscriptionId:    id,
 		StreamName:        stream,
 		AckTimeoutSeconds: ackSeconds,
@@ -122,7 +122,7 @@ func ackTimeoutSeconds(d time.Duration) (int32, error) {
 // records have been acked, as the server last recorded it (it may lag the
 // acks a little). A missing subscription is codes.NotFound.
 func (c *Client) GetSubscription(ctx context.Context, id string) (*hstreampb.Subscription, []*hstreampb.SubscriptionOffset, error) {
-	resp, err := c.api.GetSubscription(ctx, &hstreampb.GetSubscriptionRequest{Id: id})
+	resp, err := call(ctx, c, subscriptionOf(id), hstreampb.HStreamApiClient.GetSubscription, &hstreampb.GetSubscriptionRequest{Id: id})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -141,9 +141,9 @@ func (c *Client) ListSubscriptions(ctx context.Context, prefix string) ([]*hstre
 		err  error
 	)
 	if prefix == "" {
-		resp, err = c.api.ListSubscriptions(ctx, &hstreampb.ListSubscriptionsRequest{})
+		resp, err = call(ctx, c, anyNode(), hstreampb.HStreamApiClient.ListSubscriptions, &hstreampb.ListSubscriptionsRequest{})
 	} else {
-		resp, err = c.api.ListSubscriptionsWithPrefix(ctx, &hstreampb.ListSubscriptionsWithPrefixRequest{Prefix: prefix})
+		resp, err = call(ctx, c, anyNode(), hstreampb.HStreamApiClient.ListSubscriptionsWithPrefix, &hstreampb.ListSubscriptionsWithPrefixRequest{Prefix: prefix})
 	}
 	if err != nil {
 		return nil, err
@@ -154,7 +154,7 @@ func (c *Client) ListSubscriptions(ctx context.Context, prefix string) ([]*hstre
 // SubscriptionExists reports whether subscription id exists
 // (CheckSubscriptionExist RPC).
 func (c *Client) SubscriptionExists(ctx context.Context, id string) (bool, error) {
-	resp, err := c.api.CheckSubscriptionExist(ctx, &hstreampb.CheckSubscriptionExistRequest{SubscriptionId: id})
+	resp, err := call(ctx, c, anyNode(), hstreampb.HStreamApiClient.CheckSubscriptionExist, &hstreampb.CheckSubscriptionExistRequest{SubscriptionId: id})
 	if err != nil {
 		return false, err
 	}
@@ -165,13 +165,13 @@ func (c *Client) SubscriptionExists(ctx context.Context, id string) (bool, error
 // consumers are attached (else codes.FailedPrecondition); a missing
 // subscription is codes.NotFound.
 func (c *Client) DeleteSubscription(ctx context.Context, id string, force bool) error {
-	_, err := c.api.DeleteSubscription(ctx, &hstreampb.DeleteSubscriptionRequest{SubscriptionId: id, Force: force})
+	_, err := call(ctx, c, subscriptionOf(id), hstreampb.HStreamApiClient.DeleteSubscription, &hstreampb.DeleteSubscriptionRequest{SubscriptionId: id, Force: force})
 	return err
 }
 
 // ListConsumers returns the consumers attached to a subscription.
 func (c *Client) ListConsumers(ctx context.Context, id string) ([]*hstreampb.Consumer, error) {
-	resp, err := c.api.ListConsumers(ctx, &hstreampb.ListConsumersRequest{SubscriptionId: id})
+	resp, err := call(ctx, c, subscriptionOf(id), hstreampb.HStreamApiClient.ListConsumers, &hstreampb.ListConsumersRequest{SubscriptionId: id})
 	if err != nil {
 		return nil, err
 	}

@@ -89,6 +89,16 @@ func (n *Node) Restart(t testing.TB) {
 	n.start(t)
 }
 
+// Reopen starts a node stopped by Close again, on the same data directory
+// and ports: Close, then Reopen, is a Restart with a gap the test chooses.
+func (n *Node) Reopen(t testing.TB) {
+	t.Helper()
+	if n.Server != nil {
+		t.Fatalf("nodetest: Reopen of a running node")
+	}
+	n.start(t)
+}
+
 // Close stops the node; it is safe to call twice.
 func (n *Node) Close() {
 	if n.conn != nil {

@@ -1,0 +1,331 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/weir-log/weir/api/hstreampb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// Routing and retries.
+//
+// Every call names a target: any node (metadata calls), or the node serving
+// a shard, a subscription or a shard reader, found with LookupShard,
+// LookupSubscription or LookupShardReader (asked of any node) and cached.
+// do runs a call against its target and classifies a failure:
+//
+//	Unavailable          the node is down or shutting down: forget the
+//	                     lookup, prefer the next node of the server list,
+//	                     mark the list stale, back off, try again
+//	FailedPrecondition   WrongServer (800): the resource moved; forget the
+//	  + WrongServer      lookup, look it up again and resend (no back-off
+//	                     for the first resend)
+//	anything else        returned as received
+//
+// Attempts are bounded (WithMaxAttempts) and back-off grows exponentially
+// with jitter up to a cap (WithRetryBackoff). A call retried after
+// Unavailable may have been carried out already (an Append whose answer
+// was lost), so retries give at-least-once, never at-most-once. They never
+// reorder one key's records: a caller sends one request per shard at a
+// time and retries it before it sends the next.
+//
+// The server list comes from DescribeCluster; it is refreshed when it is
+// older than serverListTTL or after a node failed, on the next call to any
+// node. A server that does not implement a lookup is taken to serve
+// everything itself.
+
+// serverListTTL is how long a server list is used before it is refreshed
+// (the HStreamDB Go client's UpdateServerInfoDuration).
+const serverListTTL = 30 * time.Second
+
+type targetKind uint8
+
+const (
+	kindAny targetKind = iota
+	kindShard
+	kindSubscription
+	kindReader
+)
+
+// target names what a call is about, and so which node it goes to.
+type target struct {
+	kind targetKind
+	id   string
+}
+
+func anyNode() target                 { return target{kind: kindAny} }
+func shardOf(id uint64) target        { return target{kindShard, strconv.FormatUint(id, 10)} }
+func subscriptionOf(id string) target { return target{kindSubscription, id} }
+func readerOf(id string) target       { return target{kindReader, id} }
+
+func (t target) String() string {
+	switch t.kind {
+	case kindShard:
+		return "shard " + t.id
+	case kindSubscription:
+		return "subscription " + strconv.Quote(t.id)
+	case kindReader:
+		return "reader " + strconv.Quote(t.id)
+	}
+	return "any node"
+}
+
+// do runs call against the node serving t, retrying as the comment at the
+// top of this file says. call may run more than once; it gets the API of
+// the node to use.
+func (c *Client) do(ctx context.Context, t target, call func(ctx context.Context, api hstreampb.HStreamApiClient) error) error {
+	for attempt := 1; ; attempt++ {
+		addr, err := c.route(ctx, t)
+		if err == nil {
+			var api hstreampb.HStreamApiClient
+			if api, err = c.apiAt(addr); err == nil {
+				if err = call(ctx, api); err == nil {
+					return nil
+				}
+			}
+		}
+		if !retryable(err) || attempt >= c.cfg.maxAttempts || ctx.Err() != nil {
+			return err
+		}
+		c.failed(t, addr, err)
+		wait := c.backoff(attempt)
+		if wrongServer(err) && attempt == 1 {
+			wait = 0 // the lookup is stale; resend at once
+		}
+		c.logger.Debug("retrying", "target", t.String(), "node", addr, "attempt", attempt, "wait", wait, "err", err)
+		if serr := sleep(ctx, wait); serr != nil {
+			return fmt.Errorf("%w (while retrying after: %w)", serr, err)
+		}
+	}
+}
+
+// retryable reports whether a call that failed with err may succeed on
+// another try, on another node or after a fresh lookup.
+func retryable(err error) bool {
+	return status.Code(err) == codes.Unavailable || wrongServer(err)
+}
+
+// wrongServer reports whether err is HStreamDB's WrongServer: the node no
+// longer serves the resource.
+func wrongServer(err error) bool {
+	if status.Code(err) != codes.FailedPrecondition {
+		return false
+	}
+	code, ok := ErrorCode(err)
+	return ok && code == hstreampb.ErrorCode_WrongServer
+}
+
+// backoff returns how long to wait after the given failed attempt (1 for
+// the first): the base doubled per attempt up to the cap, with the upper
+// half jittered so clients that failed together do not retry together.
+func (c *Client) backoff(attempt int) time.Duration {
+	d := c.cfg.backoffMax
+	if attempt < 32 {
+		d = min(c.cfg.backoffBase<<(attempt-1), c.cfg.backoffMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// route returns the address of the node serving t: for any node the
+// preferred one (refreshing a stale server list first), else the cached
+// lookup or a new one.
+func (c *Client) route(ctx context.Context, t target) (string, error) {
+	if t.kind == kindAny {
+		c.refreshNodesIfStale(ctx)
+		return c.anyNode(), nil
+	}
+	c.mu.Lock()
+	addr, ok := c.owners[t]
+	c.mu.Unlock()
+	if ok {
+		return addr, nil
+	}
+	addr, err := c.lookup(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.owners[t] = addr
+	c.mu.Unlock()
+	return addr, nil
+}
+
+// lookup asks any node which node serves t. A server without the lookup
+// RPC serves everything itself.
+func (c *Client) lookup(ctx context.Context, t target) (string, error) {
+	c.refreshNodesIfStale(ctx)
+	addr := c.anyNode()
+	api, err := c.apiAt(addr)
+	if err != nil {
+		return "", err
+	}
+	var node *hstreampb.ServerNode
+	switch t.kind {
+	case kindShard:
+		id, _ := strconv.ParseUint(t.id, 10, 64)
+		var resp *hstreampb.LookupShardResponse
+		resp, err = api.LookupShard(ctx, &hstreampb.LookupShardRequest{ShardId: id})
+		node = resp.GetServerNode()
+	case kindSubscription:
+		var resp *hstreampb.LookupSubscriptionResponse
+		resp, err = api.LookupSubscription(ctx, &hstreampb.LookupSubscriptionRequest{SubscriptionId: t.id})
+		node = resp.GetServerNode()
+	case kindReader:
+		var resp *hstreampb.LookupShardReaderResponse
+		resp, err = api.LookupShardReader(ctx, &hstreampb.LookupShardReaderRequest{ReaderId: t.id})
+		node = resp.GetServerNode()
+	}
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		return addr, nil
+	case err != nil:
+		return "", err
+	case node == nil:
+		return "", fmt.Errorf("%w: lookup of %s at %s: no server node in the answer", ErrBadResponse, t, addr)
+	}
+	nodes := serverList(&hstreampb.DescribeClusterResponse{ServerNodes: []*hstreampb.ServerNode{node}}, addr)
+	return nodes[0], nil
+}
+
+// failed records that a call for t to addr failed with a retryable err:
+// the lookup of t is forgotten, and when the node is unavailable the next
+// node of the server list becomes the preferred one and the list is
+// refreshed before the next call to any node.
+func (c *Client) failed(t target, addr string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.kind != kindAny {
+		delete(c.owners, t)
+	}
+	if status.Code(err) != codes.Unavailable {
+		return
+	}
+	for tt, a := range c.owners {
+		if a == addr {
+			delete(c.owners, tt) // every lookup that pointed at the failed node
+		}
+	}
+	if len(c.nodes) > 0 && c.nodes[c.preferred] == addr {
+		c.preferred = (c.preferred + 1) % len(c.nodes)
+	}
+	c.nodesAt = time.Time{}
+}
+
+// anyNode returns the preferred node of the server list.
+func (c *Client) anyNode() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[c.preferred]
+}
+
+// refreshNodesIfStale replaces the server list by a fresh DescribeCluster
+// when it is older than serverListTTL or a node failed since. Failures
+// keep the old list: the call that follows reports what is wrong.
+func (c *Client) refreshNodesIfStale(ctx context.Context) {
+	c.mu.Lock()
+	fresh := time.Since(c.nodesAt) < serverListTTL
+	nodes := append([]string(nil), c.nodes...)
+	first := c.preferred
+	c.mu.Unlock()
+	if fresh {
+		return
+	}
+	for i := range nodes {
+		addr := nodes[(first+i)%len(nodes)]
+		api, err := c.apiAt(addr)
+		if err != nil {
+			return
+		}
+		resp, err := api.DescribeCluster(ctx, &emptypb.Empty{})
+		switch {
+		case status.Code(err) == codes.Unimplemented:
+			c.setNodes(nil, addr)
+			return
+		case err == nil:
+			c.setNodes(serverList(resp, addr), addr)
+			return
+		}
+		c.logger.Debug("server list refresh failed", "node", addr, "err", err)
+	}
+}
+
+// setNodes installs a new server list (none: keep the current one) and
+// prefers the node that gave it, if it is on it.
+func (c *Client) setNodes(nodes []string, from string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodesAt = time.Now()
+	if len(nodes) > 0 && !slices.Equal(nodes, c.nodes) {
+		c.logger.Debug("server list", "nodes", nodes)
+		c.nodes = nodes
+	}
+	c.preferred = max(slices.Index(c.nodes, from), 0)
+}
+
+// apiAt returns the API of the node at addr, connecting on first use. The
+// connection reconnects by itself; it is closed with the client.
+func (c *Client) apiAt(addr string) (hstreampb.HStreamApiClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, status.Error(codes.Canceled, "client: closed")
+	}
+	conn := c.conns[addr]
+	if conn == nil {
+		var err error
+		if conn, err = grpc.NewClient(addr, c.dialOpts...); err != nil {
+			return nil, fmt.Errorf("client: connect to %s: %w", addr, err)
+		}
+		c.conns[addr] = conn
+	}
+	return hstreampb.NewHStreamApiClient(conn), nil
+}
+
+// call runs one unary RPC through do: rpc is the method of
+// hstreampb.HStreamApiClient, as in
+//
+//	call(ctx, c, anyNode(), hstreampb.HStreamApiClient.GetStream, req)
+func call[Req, Resp any](ctx context.Context, c *Client, t target, rpc func(hstreampb.HStreamApiClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	var resp Resp
+	err := c.do(ctx, t, func(ctx context.Context, api hstreampb.HStreamApiClient) error {
+		var err error
+		resp, err = rpc(api, ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// apiFor returns the API of the node serving t and its address, for a
+// streaming call the caller drives itself. A caller whose stream fails
+// with a retryable error reports it with c.failed(t, addr, err).
+func (c *Client) apiFor(ctx context.Context, t target) (hstreampb.HStreamApiClient, string, error) {
+	addr, err := c.route(ctx, t)
+	if err != nil {
+		return nil, "", err
+	}
+	api, err := c.apiAt(addr)
+	return api, addr, err
+}
