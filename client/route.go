@@ -151,7 +151,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // route returns the address of the node serving t: for any node the
 // preferred one (refreshing a stale server list first), else the cached
-// lookup or a new one.
+// lookup or a new one. When the lookup fails, it returns the address of the
+// node asked with the error, for c.failed.
 func (c *Client) route(ctx context.Context, t target) (string, error) {
 	if t.kind == kindAny {
 		c.refreshNodesIfStale(ctx)
@@ -165,7 +166,7 @@ func (c *Client) route(ctx context.Context, t target) (string, error) {
 	}
 	addr, err := c.lookup(ctx, t)
 	if err != nil {
-		return "", err
+		return addr, err
 	}
 	c.mu.Lock()
 	c.owners[t] = addr
@@ -174,13 +175,13 @@ func (c *Client) route(ctx context.Context, t target) (string, error) {
 }
 
 // lookup asks any node which node serves t. A server without the lookup
-// RPC serves everything itself.
+// RPC serves everything itself. On error it returns the node it asked.
 func (c *Client) lookup(ctx context.Context, t target) (string, error) {
 	c.refreshNodesIfStale(ctx)
 	addr := c.anyNode()
 	api, err := c.apiAt(addr)
 	if err != nil {
-		return "", err
+		return addr, err
 	}
 	var node *hstreampb.ServerNode
 	switch t.kind {
@@ -202,9 +203,9 @@ func (c *Client) lookup(ctx context.Context, t target) (string, error) {
 	case status.Code(err) == codes.Unimplemented:
 		return addr, nil
 	case err != nil:
-		return "", err
+		return addr, err
 	case node == nil:
-		return "", fmt.Errorf("%w: lookup of %s at %s: no server node in the answer", ErrBadResponse, t, addr)
+		return addr, fmt.Errorf("%w: lookup of %s at %s: no server node in the answer", ErrBadResponse, t, addr)
 	}
 	nodes := serverList(&hstreampb.DescribeClusterResponse{ServerNodes: []*hstreampb.ServerNode{node}}, addr)
 	return nodes[0], nil
@@ -319,12 +320,13 @@ func call[Req, Resp any](ctx context.Context, c *Client, t target, rpc func(hstr
 }
 
 // apiFor returns the API of the node serving t and its address, for a
-// streaming call the caller drives itself. A caller whose stream fails
-// with a retryable error reports it with c.failed(t, addr, err).
+// streaming call the caller drives itself. A caller whose stream (or
+// lookup: addr is then the node asked) fails with a retryable error
+// reports it with c.failed(t, addr, err).
 func (c *Client) apiFor(ctx context.Context, t target) (hstreampb.HStreamApiClient, string, error) {
 	addr, err := c.route(ctx, t)
 	if err != nil {
-		return nil, "", err
+		return nil, addr, err
 	}
 	api, err := c.apiAt(addr)
 	return api, addr, err
