@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weir-log/weir/api/hstreampb"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // CreateStream creates a stream and returns it as the server recorded it
@@ -112,4 +113,33 @@ func (c *Client) ListShards(ctx context.Context, stream string) ([]*hstreampb.Sh
 		return nil, err
 	}
 	return resp.GetShards(), nil
+}
+
+// DescribeCluster returns the cluster's nodes and their states, as any
+// node reports them.
+func (c *Client) DescribeCluster(ctx context.Context) (*hstreampb.DescribeClusterResponse, error) {
+	return call(ctx, c, anyNode(), hstreampb.HStreamApiClient.DescribeCluster, &emptypb.Empty{})
+}
+
+// LookupShard returns the address (host:port) of the node serving a shard,
+// as the server reports it now; the client's own cache is bypassed.
+func (c *Client) LookupShard(ctx context.Context, shardID uint64) (string, error) {
+	return c.lookupAddr(ctx, shardOf(shardID))
+}
+
+// LookupSubscription returns the address (host:port) of the node that owns
+// a subscription, as the server reports it now.
+func (c *Client) LookupSubscription(ctx context.Context, subID string) (string, error) {
+	return c.lookupAddr(ctx, subscriptionOf(subID))
+}
+
+// lookupAddr runs a fresh lookup of t, retried as any call.
+func (c *Client) lookupAddr(ctx context.Context, t target) (string, error) {
+	var addr string
+	err := c.do(ctx, anyNode(), func(ctx context.Context, _ hstreampb.HStreamApiClient) error {
+		var err error
+		addr, err = c.lookup(ctx, t)
+		return err
+	})
+	return addr, err
 }

@@ -18,7 +18,9 @@ const defaultAddr = "127.0.0.1:6570"
 
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
-	addr string
+	addr                   string
+	tlsCA, tlsCert, tlsKey string
+	token                  string
 }
 
 // addClientCommands adds the commands that talk to a server through the Go
@@ -38,14 +40,29 @@ func addClientCommands(root *cobra.Command) {
 		newSubCmd(g),
 		newConsumeCmd(g),
 	} {
-		cmd.PersistentFlags().StringVar(&g.addr, "addr", addrDefault, "server address host:port (env WEIR_ADDR)")
+		f := cmd.PersistentFlags()
+		f.StringVar(&g.addr, "addr", addrDefault, "server host:port, or a url of several: hstream://h1:6570,h2:6570 (hstreams:// for TLS) (env WEIR_ADDR)")
+		f.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed the servers' certificates (turns TLS on)")
+		f.StringVar(&g.tlsCert, "tls-cert", "", "PEM file of a client certificate, for servers that ask for one (with --tls-key)")
+		f.StringVar(&g.tlsKey, "tls-key", "", "PEM file of the client certificate's key")
+		f.StringVar(&g.token, "token", "", "auth token sent as \"authorization: Basic <token>\"")
 		root.AddCommand(cmd)
 	}
 }
 
 // dial connects to --addr.
 func (g *clientFlags) dial(ctx context.Context) (*client.Client, error) {
-	c, err := client.Dial(ctx, g.addr)
+	var opts []client.Option
+	if g.tlsCA != "" {
+		opts = append(opts, client.WithCACert(g.tlsCA))
+	}
+	if g.tlsCert != "" || g.tlsKey != "" {
+		opts = append(opts, client.WithClientCert(g.tlsCert, g.tlsKey))
+	}
+	if g.token != "" {
+		opts = append(opts, client.WithAuthToken(g.token))
+	}
+	c, err := client.Dial(ctx, g.addr, opts...)
 	if errors.Is(err, client.ErrInvalidArgument) {
 		return nil, fmt.Errorf("--addr %q: %w", g.addr, err)
 	}
