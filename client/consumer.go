@@ -11,9 +11,11 @@ import (
 
 	"github.com/weir-log/weir/api/hstreampb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
-// ConsumerOpt configures one call to Consume.
+// ConsumerOpt configures one call to Consume or StartConsumer.
 type ConsumerOpt interface{ applyConsumer(*consumerConfig) }
 
 type consumerOption func(*consumerConfig)
@@ -76,8 +78,9 @@ type Message struct {
 // Ack tells the server the record was processed, so it is not delivered
 // again. It is safe to call from any goroutine, at any time, and more than
 // once (later calls do nothing). Acks are sent in batches (see
-// WithAckBufferSize and WithAckAgeLimit); an ack made after Consume
-// returned is dropped, and the server delivers the record again after the
+// WithAckBufferSize and WithAckAgeLimit); an ack made while Consume
+// reconnects waits for the next stream. An ack made after Consume returned
+// is dropped, and the server delivers the record again after the
 // subscription's ack timeout.
 func (m *Message) Ack() {
 	if m.acks == nil || !m.acked.CompareAndSwap(false, true) {
@@ -91,22 +94,58 @@ func (m *Message) Ack() {
 // (which is record order within each shard). The handler acks a record
 // with m.Ack, then or later, from any goroutine; the server delivers
 // unacked records again after the subscription's ack timeout, to this or
-// another consumer of the subscription.
+// another consumer of the subscription. StartConsumer runs Consume in the
+// background.
+//
+// Consume finds the node serving the subscription (LookupSubscription)
+// and opens a StreamingFetch there; its first request registers the
+// consumer, later ones carry acks.
+//
+// # Reconnecting
+//
+// When the stream fails with Unavailable (the node shuts down, which ends
+// its fetches so, or the connection broke) or with FailedPrecondition
+// WrongServer (the subscription moved to another node), Consume reports
+// the failure to the client's routing, waits, looks the subscription up
+// again and opens a new stream, registering the same consumer name. It
+// also retries AlreadyExists on a re-registration: the server has not yet
+// noticed that the old stream ended. The waits are those of the client's
+// retries (WithRetryBackoff; none before the first retry after
+// WrongServer), and the number of failed attempts in a row is bounded by
+// WithMaxAttempts: the last error is returned when they run out. A stream
+// that delivered a batch, or stayed open for 10 s, resets the count, so a
+// long-lived consumer rides out any number of separate outages. Each
+// reconnect is logged at Info (WithLogger). To ride out a node restart,
+// give WithMaxAttempts and WithRetryBackoff a budget longer than the
+// restart takes (the defaults wait about 6 s in all).
+//
+// Across a reconnect, the handler keeps its order: a batch being
+// delivered when the stream broke is delivered to the end, and acks not
+// yet sent (including those made meanwhile) go out on the next stream,
+// right after it registers. The server delivers again what the old stream
+// left unacked, so expect redeliveries after a reconnect: delivery is at
+// least once. Records acked less than the server's checkpoint interval
+// before a node restart may also come again.
+//
+// # Results
 //
 // Consume returns:
 //   - ctx.Err() when ctx is done, as ReadStream does, after sending the
 //     pending acks and closing the stream. A record whose handler call is
 //     under way finishes first (the handler gets ctx, so it can stop
 //     early); a handler error that wraps ctx.Err() counts as the
-//     cancellation.
+//     cancellation. Acks pending while no stream is open (ctx is done
+//     during a reconnect) are lost.
 //   - the handler's first error, wrapped, after sending the pending acks;
 //     records after it are not delivered.
-//   - nil when the server ends the stream (acks still pending are lost:
-//     the server delivers those records again).
+//   - nil when the server ends the stream with OK (acks still pending are
+//     lost: the server delivers those records again).
 //   - the stream's error, a gRPC status error as received (status.Code
-//     works), when the stream fails: codes.NotFound for an unknown
-//     subscription, codes.AlreadyExists when consumerName is attached
-//     already, … Pending acks are lost then.
+//     works), when the stream fails with an error it does not retry, or
+//     its attempts ran out: codes.NotFound for an unknown subscription,
+//     codes.AlreadyExists when consumerName is attached already (on the
+//     first registration), codes.Unavailable when the node stayed
+//     unreachable, … Pending acks are lost then.
 //   - an error wrapping ErrDataContaminated or ErrBadResponse when the
 //     server sends a batch that does not decode.
 //
@@ -115,92 +154,175 @@ func (m *Message) Ack() {
 // delivering while the subscription's maxUnackedRecords records await
 // their ack (pending acks included).
 func (c *Client) Consume(ctx context.Context, subID, consumerName string, handler func(ctx context.Context, m *Message) error, opts ...ConsumerOpt) error {
+	cfg, err := newConsumerConfig(subID, consumerName, handler, opts)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s := &consumption{
+		c:        c,
+		subID:    subID,
+		consumer: consumerName,
+		handler:  handler,
+		acks:     newAckBuffer(cfg.ackBufferSize),
+		ageLimit: cfg.ackAgeLimit,
+	}
+	// Acks made after Consume returns are dropped.
+	defer s.acks.close()
+	return s.run(ctx)
+}
+
+// newConsumerConfig applies opts and checks the arguments of Consume and
+// StartConsumer.
+func newConsumerConfig(subID, consumerName string, handler func(context.Context, *Message) error, opts []ConsumerOpt) (consumerConfig, error) {
 	cfg := defaultConsumerConfig()
 	for _, o := range opts {
 		o.applyConsumer(&cfg)
 	}
 	switch {
 	case subID == "":
-		return fmt.Errorf("%w: Consume: empty subscription id", ErrInvalidArgument)
+		return cfg, fmt.Errorf("%w: Consume: empty subscription id", ErrInvalidArgument)
 	case consumerName == "":
-		return fmt.Errorf("%w: Consume %q: empty consumer name", ErrInvalidArgument, subID)
+		return cfg, fmt.Errorf("%w: Consume %q: empty consumer name", ErrInvalidArgument, subID)
 	case handler == nil:
-		return fmt.Errorf("%w: Consume %q: nil handler", ErrInvalidArgument, subID)
+		return cfg, fmt.Errorf("%w: Consume %q: nil handler", ErrInvalidArgument, subID)
 	case cfg.ackBufferSize < 1:
-		return fmt.Errorf("%w: Consume %q: WithAckBufferSize(%d): want at least 1", ErrInvalidArgument, subID, cfg.ackBufferSize)
+		return cfg, fmt.Errorf("%w: Consume %q: WithAckBufferSize(%d): want at least 1", ErrInvalidArgument, subID, cfg.ackBufferSize)
 	case cfg.ackAgeLimit <= 0:
-		return fmt.Errorf("%w: Consume %q: WithAckAgeLimit(%s): want more than 0", ErrInvalidArgument, subID, cfg.ackAgeLimit)
+		return cfg, fmt.Errorf("%w: Consume %q: WithAckAgeLimit(%s): want more than 0", ErrInvalidArgument, subID, cfg.ackAgeLimit)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+	return cfg, nil
+}
 
+// consumerStableAfter is how long a fetch stream must stay open, if it
+// delivers nothing, for its failure to count as a new outage rather than
+// one more failed attempt of the last one.
+const consumerStableAfter = 10 * time.Second
+
+// consumption is one Consume: the handler and the ack buffer, which
+// outlive the fetch streams it opens one after the other.
+type consumption struct {
+	c               *Client
+	subID, consumer string
+	handler         func(context.Context, *Message) error
+	acks            *ackBuffer
+	ageLimit        time.Duration
+}
+
+// streamEnd is how one fetch stream ended.
+type streamEnd struct {
+	err error
+	// retry: err is the stream's failure (or the lookup's, or the
+	// connection's), and Consume reconnects if it is retryable. Otherwise
+	// err (nil included) is what Consume returns.
+	retry      bool
+	registered bool // the registration request was sent
+	delivered  bool // a batch went to the handler
+}
+
+// run opens fetch streams until one ends Consume, as Consume's doc says.
+func (s *consumption) run(ctx context.Context) error {
+	t := subscriptionOf(s.subID)
+	failures := 0       // failed attempts in a row
+	registered := false // an earlier stream sent its registration
+	for {
+		opened := time.Now()
+		addr, end := s.fetchOnce(ctx, t)
+		if !end.retry {
+			return end.err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err := end.err
+		if end.delivered || time.Since(opened) >= consumerStableAfter {
+			failures = 0
+		}
+		failures++
+		again := retryable(err) || (registered && status.Code(err) == codes.AlreadyExists)
+		registered = registered || end.registered
+		if !again || failures >= s.c.cfg.maxAttempts {
+			return err
+		}
+		s.c.failed(t, addr, err) // forget the lookup; for Unavailable, the node
+		wait := s.c.backoff(failures)
+		if wrongServer(err) && failures == 1 {
+			wait = 0 // the lookup is stale; look again at once
+		}
+		s.c.logger.Info("consumer reconnecting", "subscription", s.subID, "consumer", s.consumer,
+			"node", addr, "attempt", failures, "wait", wait, "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// fetchOnce runs one fetch stream: it looks up the subscription's node,
+// opens the stream, registers and delivers until the stream ends. It
+// returns the node's address (empty if the lookup failed) and how the
+// stream ended.
+func (s *consumption) fetchOnce(ctx context.Context, t target) (string, streamEnd) {
+	api, addr, err := s.c.apiFor(ctx, t)
+	if err != nil {
+		return addr, streamEnd{err: ctxOr(ctx, err), retry: true}
+	}
 	// The stream outlives ctx a little: once ctx is done, Consume still
 	// sends its last acks on it. It keeps ctx's values (metadata).
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	// One server for now: the stream goes to the node c is dialed to.
-	// Finding the subscription's owner (LookupSubscription) and moving to
-	// it, and reconnecting after a node fails, come with clusters.
-	api, _, err := c.apiFor(sctx, subscriptionOf(subID))
-	if err != nil {
-		return err
-	}
 	stream, err := api.StreamingFetch(sctx)
 	if err != nil {
-		return err
+		return addr, streamEnd{err: err, retry: true}
 	}
 	f := &fetch{
-		subID:    subID,
-		consumer: consumerName,
-		stream:   stream,
-		handler:  handler,
-		acks:     newAckBuffer(cfg.ackBufferSize),
-		ageLimit: cfg.ackAgeLimit,
-		batches:  make(chan *hstreampb.StreamingFetchResponse),
-		recvErr:  make(chan error, 1),
-		sendErr:  make(chan error, 1),
-		stopSend: make(chan struct{}),
+		consumption: s,
+		stream:      stream,
+		batches:     make(chan *hstreampb.StreamingFetchResponse),
+		recvErr:     make(chan error, 1),
+		sendErr:     make(chan error, 1),
+		stopSend:    make(chan struct{}),
 	}
-	// Acks made after Consume returns are dropped.
-	defer f.acks.close()
 
 	// The first request registers the consumer. It is sent before the ack
 	// sender starts, which then is the stream's only sender (gRPC allows
 	// one at a time).
 	if err := stream.Send(f.request([]*hstreampb.RecordId{})); err != nil {
 		if !errors.Is(err, io.EOF) {
-			return err
+			return addr, streamEnd{err: err, retry: true}
 		}
 		// The stream ended already; Recv has the reason.
 		for err = nil; err == nil; {
 			_, err = stream.Recv()
 		}
 		if errors.Is(err, io.EOF) {
-			return nil
+			return addr, streamEnd{}
 		}
-		return err
+		return addr, streamEnd{err: err, retry: true}
 	}
 
+	// Acks an earlier stream left pending go first, all at once.
+	left, _ := s.acks.take(true)
 	var wg sync.WaitGroup
 	wg.Go(func() { f.recvErr <- f.receive(sctx) })
-	wg.Go(func() { f.sendErr <- f.sendAcks(sctx) })
+	wg.Go(func() { f.sendErr <- f.sendAcks(sctx, left) })
 	defer func() {
 		cancel() // unblocks the goroutines whatever they wait for
 		wg.Wait()
 	}()
-	return f.loop(ctx)
+	end := f.loop(ctx)
+	end.registered = true
+	return addr, end
 }
 
-// fetch is one Consume: the receive goroutine hands batches to the loop
-// (Consume's goroutine), which runs the handler; the handler's acks
-// collect in acks, which the ack sender goroutine sends.
+// fetch is one fetch stream of a Consume: the receive goroutine hands
+// batches to the loop (Consume's goroutine), which runs the handler; the
+// handler's acks collect in the Consume's ack buffer, which the stream's
+// ack sender goroutine sends.
 type fetch struct {
-	subID, consumer string
-	stream          grpc.BidiStreamingClient[hstreampb.StreamingFetchRequest, hstreampb.StreamingFetchResponse]
-	handler         func(context.Context, *Message) error
-	acks            *ackBuffer
-	ageLimit        time.Duration
+	*consumption
+	stream grpc.BidiStreamingClient[hstreampb.StreamingFetchRequest, hstreampb.StreamingFetchResponse]
 
 	batches  chan *hstreampb.StreamingFetchResponse // unbuffered: one batch in hand at most
 	recvErr  chan error                             // the receive goroutine's end: io.EOF or the stream's error
@@ -213,47 +335,52 @@ func (f *fetch) request(ids []*hstreampb.RecordId) *hstreampb.StreamingFetchRequ
 }
 
 // loop delivers batches until ctx is done, the handler fails or the stream
-// ends, and returns what Consume returns.
-func (f *fetch) loop(ctx context.Context) error {
+// ends, and returns how the stream ended.
+func (f *fetch) loop(ctx context.Context) streamEnd {
+	delivered := false
 	for {
 		if ctx.Err() != nil {
 			f.closeGracefully()
-			return ctx.Err()
+			return streamEnd{err: ctx.Err(), delivered: delivered}
 		}
 		select {
 		case <-ctx.Done():
 			continue
 		case err := <-f.recvErr:
 			if errors.Is(err, io.EOF) {
-				return nil // the server ended the stream
+				return streamEnd{delivered: delivered} // the server ended the stream
 			}
-			return err
+			return streamEnd{err: err, retry: true, delivered: delivered}
 		case err := <-f.sendErr:
 			if errors.Is(err, io.EOF) {
 				// The stream ended; the receive goroutine reports why.
-				return f.streamEnd()
+				end := f.streamEnd()
+				end.delivered = delivered
+				return end
 			}
-			return fmt.Errorf("client: Consume %q: sending acks: %w", f.subID, err)
+			return streamEnd{err: fmt.Errorf("client: Consume %q: sending acks: %w", f.subID, err), retry: true, delivered: delivered}
 		case resp := <-f.batches:
+			delivered = delivered || resp.GetReceivedRecords() != nil
 			if err := f.deliver(ctx, resp); err != nil {
 				f.closeGracefully()
-				return err
+				return streamEnd{err: err, delivered: delivered}
 			}
 		}
 	}
 }
 
-// streamEnd waits for the receive goroutine and returns what Consume
-// returns for its end.
-func (f *fetch) streamEnd() error {
+// streamEnd waits for the receive goroutine and returns how the stream
+// ended. Batches that arrive meanwhile are not delivered: the server
+// delivers them again.
+func (f *fetch) streamEnd() streamEnd {
 	for {
 		select {
-		case <-f.batches: // not delivered: the stream is over
+		case <-f.batches:
 		case err := <-f.recvErr:
 			if errors.Is(err, io.EOF) {
-				return nil
+				return streamEnd{}
 			}
-			return err
+			return streamEnd{err: err, retry: true}
 		}
 	}
 }
@@ -325,12 +452,17 @@ func (f *fetch) closeGracefully() {
 	}
 }
 
-// sendAcks is the stream's only sender once Consume has registered: it
-// sends pending acks when WithAckBufferSize of them are pending or the
-// oldest is WithAckAgeLimit old, and when stopSend closes, sends the rest
-// and half-closes the stream. It returns the first send error (io.EOF: the
-// stream is over), or ctx's error when the stream's ctx is cancelled.
-func (f *fetch) sendAcks(ctx context.Context) error {
+// sendAcks is the stream's only sender once Consume has registered. It
+// first sends left, the acks earlier streams left pending, then sends
+// pending acks when WithAckBufferSize of them are pending or the oldest is
+// WithAckAgeLimit old, and when stopSend closes, sends the rest and
+// half-closes the stream. It returns the first send error (io.EOF: the
+// stream is over), or ctx's error when the stream's ctx is cancelled; acks
+// it could not send go back to the buffer for the next stream.
+func (f *fetch) sendAcks(ctx context.Context, left []*hstreampb.RecordId) error {
+	if err := f.send(left); err != nil {
+		return err
+	}
 	age := time.NewTimer(time.Hour)
 	age.Stop()
 	defer age.Stop()
@@ -360,90 +492,16 @@ func (f *fetch) sendAcks(ctx context.Context) error {
 	}
 }
 
-// send sends ids in requests of at most the buffer size.
+// send sends ids in requests of at most the buffer size. When a send
+// fails, the ids not sent go back to the buffer.
 func (f *fetch) send(ids []*hstreampb.RecordId) error {
 	for len(ids) > 0 {
 		n := min(len(ids), f.acks.size)
 		if err := f.stream.Send(f.request(ids[:n])); err != nil {
+			f.acks.putBack(ids)
 			return err
 		}
 		ids = ids[n:]
 	}
 	return nil
-}
-
-// ackBuffer collects the acks of one Consume until the ack sender takes
-// them. It holds at most the records delivered and not yet acked to the
-// server, which the subscription's maxUnackedRecords bounds.
-type ackBuffer struct {
-	size int
-	// wake (capacity 1) tells the ack sender that an ack is pending where
-	// none was, or that size of them are.
-	wake chan struct{}
-
-	mu sync.Mutex
-	// Guarded by mu:
-	pending []pendingAck // in ack order
-	closed  bool         // the last acks were taken; later ones are dropped
-}
-
-type pendingAck struct {
-	id *hstreampb.RecordId
-	at time.Time
-}
-
-func newAckBuffer(size int) *ackBuffer {
-	return &ackBuffer{size: size, wake: make(chan struct{}, 1)}
-}
-
-func (b *ackBuffer) add(id *hstreampb.RecordId) {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return
-	}
-	b.pending = append(b.pending, pendingAck{id: id, at: time.Now()})
-	n := len(b.pending)
-	b.mu.Unlock()
-	if n == 1 || n >= b.size {
-		select {
-		case b.wake <- struct{}{}:
-		default: // a wake-up is pending already
-		}
-	}
-}
-
-// take removes the acks to send now: every pending one if all, else as
-// many whole requests' worth (multiples of size) as there are. It returns
-// them and when the oldest ack left was made (zero if none is left).
-func (b *ackBuffer) take(all bool) ([]*hstreampb.RecordId, time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.takeLocked(all)
-}
-
-func (b *ackBuffer) takeLocked(all bool) ([]*hstreampb.RecordId, time.Time) {
-	n := len(b.pending)
-	if !all {
-		n -= n % b.size
-	}
-	ids := make([]*hstreampb.RecordId, n)
-	for i := range ids {
-		ids[i] = b.pending[i].id
-	}
-	b.pending = append(b.pending[:0], b.pending[n:]...)
-	var oldest time.Time
-	if len(b.pending) > 0 {
-		oldest = b.pending[0].at
-	}
-	return ids, oldest
-}
-
-// close takes every pending ack and drops those made later.
-func (b *ackBuffer) close() []*hstreampb.RecordId {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closed = true
-	ids, _ := b.takeLocked(true)
-	return ids
 }

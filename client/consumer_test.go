@@ -298,8 +298,13 @@ func TestConsumeStreamErrors(t *testing.T) {
 	fs.deliveries["sub"] = []*hstreampb.ReceivedRecord{deliveredBatch(t, 1, 1, "a")}
 	fs.fetchErr = status.Error(codes.Unavailable, "node going away")
 	fs.mu.Unlock()
+	// With one attempt, Consume does not reconnect (consumer_reconnect_test.go
+	// covers reconnects).
+	once, err := Dial(t.Context(), c.Addr(), WithMaxAttempts(1))
+	require.NoError(t, err)
+	defer once.Close()
 	delivered := 0
-	err = c.Consume(t.Context(), "sub", "c1", func(context.Context, *Message) error { delivered++; return nil })
+	err = once.Consume(t.Context(), "sub", "c1", func(context.Context, *Message) error { delivered++; return nil })
 	require.Equal(t, codes.Unavailable, status.Code(err))
 	require.Equal(t, 1, delivered, "records before the failure are delivered")
 
