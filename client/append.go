@@ -138,40 +138,63 @@ func (c *Client) sendBatches(ctx context.Context, stream string, records []Recor
 func (c *Client) appendShard(ctx context.Context, stream string, records []Record, b *shardBatch, comp hstreampb.CompressionType, ids []*hstreampb.RecordId) error {
 	recs := make([]*hstreampb.HStreamRecord, len(b.idx))
 	for j, i := range b.idx {
-		r := &records[i]
-		flag := hstreampb.HStreamRecordHeader_RAW
-		if r.JSON {
-			flag = hstreampb.HStreamRecordHeader_JSON
-		}
-		recs[j] = &hstreampb.HStreamRecord{
-			Header: &hstreampb.HStreamRecordHeader{
-				Flag:       flag,
-				Attributes: r.Attributes,
-				Key:        r.Key,
-			},
-			Payload: r.Payload,
-		}
+		recs[j] = hstreamRecord(&records[i])
 	}
-	batch, err := wire.EncodeBatch(recs, comp)
-	if err != nil {
-		return fmt.Errorf("client: Append to stream %q shard %d: encode %d records: %w", stream, b.shard, len(recs), err)
-	}
-	batch.PublishTime = timestamppb.Now()
-	resp, err := call(ctx, c, shardOf(b.shard), hstreampb.HStreamApiClient.Append, &hstreampb.AppendRequest{
-		StreamName: stream,
-		ShardId:    b.shard,
-		Records:    batch,
-	})
+	got, err := c.appendBatch(ctx, stream, b.shard, recs, comp)
 	if err != nil {
 		return err
 	}
-	if got := resp.GetRecordIds(); len(got) != len(b.idx) {
-		return fmt.Errorf("%w: Append to stream %q shard %d: sent %d records, got %d record ids", ErrBadResponse, stream, b.shard, len(b.idx), len(got))
-	}
 	for j, i := range b.idx {
-		ids[i] = resp.GetRecordIds()[j]
+		ids[i] = got[j]
 	}
 	return nil
+}
+
+// hstreamRecord returns r in its wire form; it shares r's payload and
+// attributes.
+func hstreamRecord(r *Record) *hstreampb.HStreamRecord {
+	rec := new(hstreampb.HStreamRecord)
+	fillRecord(rec, new(hstreampb.HStreamRecordHeader), r)
+	return rec
+}
+
+// fillRecord sets the empty rec and hdr to r's wire form, hdr as rec's
+// header. Append and the BufferedProducer (which allocates records in
+// slabs) both convert records with it.
+func fillRecord(rec *hstreampb.HStreamRecord, hdr *hstreampb.HStreamRecordHeader, r *Record) {
+	hdr.Flag = hstreampb.HStreamRecordHeader_RAW
+	if r.JSON {
+		hdr.Flag = hstreampb.HStreamRecordHeader_JSON
+	}
+	hdr.Attributes = r.Attributes
+	hdr.Key = r.Key
+	rec.Header = hdr
+	rec.Payload = r.Payload
+}
+
+// appendBatch sends recs to one shard as one AppendRequest (one
+// BatchedRecord compressed per comp, publishTime now) through do, so it is
+// routed and retried, and returns their ids in order. Append and the
+// BufferedProducer both send through it.
+func (c *Client) appendBatch(ctx context.Context, stream string, shard uint64, recs []*hstreampb.HStreamRecord, comp hstreampb.CompressionType) ([]*hstreampb.RecordId, error) {
+	batch, err := wire.EncodeBatch(recs, comp)
+	if err != nil {
+		return nil, fmt.Errorf("client: Append to stream %q shard %d: encode %d records: %w", stream, shard, len(recs), err)
+	}
+	batch.PublishTime = timestamppb.Now()
+	resp, err := call(ctx, c, shardOf(shard), hstreampb.HStreamApiClient.Append, &hstreampb.AppendRequest{
+		StreamName: stream,
+		ShardId:    shard,
+		Records:    batch,
+	})
+	if err != nil {
+		return nil, err
+	}
+	got := resp.GetRecordIds()
+	if len(got) != len(recs) {
+		return nil, fmt.Errorf("%w: Append to stream %q shard %d: sent %d records, got %d record ids", ErrBadResponse, stream, shard, len(recs), len(got))
+	}
+	return got, nil
 }
 
 // firstFailure returns the first error among batches (in shard order) and

@@ -25,6 +25,11 @@ var (
 	// number of its record ids, or from the number of records in its payload
 	// (the HStreamDB Go client's "data contaminated" check).
 	ErrDataContaminated = errors.New("client: data contaminated")
+	// ErrBufferFull: BufferedProducer.Append with FlowControlNonBlocking
+	// found FlowControlBytesLimit bytes already buffered or in flight.
+	ErrBufferFull = errors.New("client: producer buffer full")
+	// ErrProducerClosed: BufferedProducer.Append after (or during) Close.
+	ErrProducerClosed = errors.New("client: producer closed")
 )
 
 // ErrorCode returns the HStreamDB error code a server put in a gRPC status

@@ -32,10 +32,6 @@ type streamOption func(*streamConfig)
 
 func (o streamOption) applyStream(c *streamConfig) { o(c) }
 
-type appendOption func(*appendConfig)
-
-func (o appendOption) applyAppend(c *appendConfig) { o(c) }
-
 // DefaultPort is the port Dial adds to an address given without one; it is
 // HStreamDB's default gRPC port.
 const DefaultPort = "6570"
@@ -153,10 +149,12 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
-// WithDialTimeout bounds how long Dial waits for the server to answer its
-// first call. Default 5 s (DefaultDialTimeout), the HStreamDB Go client's
-// wait for a ready connection. A deadline on Dial's context applies as well,
-// whichever is sooner. Zero or negative keeps the default.
+// WithDialTimeout bounds how long Dial waits for a server to answer its
+// first call (the servers of a url are asked at once), and how long a
+// refresh of the server list waits for each node. Default 5 s
+// (DefaultDialTimeout), the HStreamDB Go client's wait for a ready
+// connection. A deadline on Dial's context applies as well, whichever is
+// sooner. Zero or negative keeps the default.
 func WithDialTimeout(d time.Duration) Option {
 	return clientOption(func(c *clientConfig) {
 		if d > 0 {
@@ -203,9 +201,28 @@ type appendConfig struct {
 	compression hstreampb.CompressionType
 }
 
-// Compression sets how each batch's payload is compressed on the wire.
-// Default CompressionType_None. The server stores batches as sent, so the
-// choice also applies to storage and to every reader.
-func Compression(c hstreampb.CompressionType) AppendOpt {
-	return appendOption(func(a *appendConfig) { a.compression = c })
+// CompressionOpt is an option of both Append and NewBufferedProducer.
+type CompressionOpt interface {
+	AppendOpt
+	ProducerOpt
+}
+
+type compressionOption hstreampb.CompressionType
+
+func (o compressionOption) applyAppend(c *appendConfig) {
+	c.compression = hstreampb.CompressionType(o)
+}
+
+func (o compressionOption) applyProducer(c *producerConfig) {
+	c.compression = hstreampb.CompressionType(o)
+}
+
+// Compression sets how each batch's payload is compressed on the wire, for
+// one Append or for every batch of a BufferedProducer. Default
+// CompressionType_None. The server stores batches as sent, so the choice
+// also applies to storage and to every reader. A type other than None, Gzip
+// and Zstd is rejected (ErrInvalidArgument) by Append and by
+// NewBufferedProducer.
+func Compression(c hstreampb.CompressionType) CompressionOpt {
+	return compressionOption(c)
 }
