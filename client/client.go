@@ -16,11 +16,8 @@ import (
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // maxMessageBytes bounds one gRPC message either way. Read responses carry
@@ -42,14 +39,18 @@ type Client struct {
 	closeErr  error
 
 	// mu guards the fields below. It is never held across a call.
-	mu        sync.Mutex
-	shardMaps map[string]*wire.ShardMap // per-stream routing tables Append uses
-	conns     map[string]*grpc.ClientConn
-	nodes     []string          // the server list, host:port
-	preferred int               // index in nodes of the node calls without a lookup go to
-	nodesAt   time.Time         // when nodes was refreshed; zero when it should be again
-	owners    map[target]string // lookups: the node serving a shard, subscription or reader
-	closed    bool
+	mu             sync.Mutex
+	shardMaps      map[string]*wire.ShardMap // per-stream routing tables Append uses
+	conns          map[string]*grpc.ClientConn
+	seeds          []string          // Dial's url: where a refresh goes when no listed node answers
+	nodes          []string          // the server list, host:port
+	preferred      int               // index in nodes of the node calls without a lookup go to
+	stale          bool              // a node failed since the last refresh
+	refreshedAt    time.Time         // when nodes was last refreshed
+	refreshTriedAt time.Time         // when a refresh last started
+	refreshing     bool              // a refresh is under way
+	owners         map[target]string // lookups: the node serving a shard, subscription or reader
+	closed         bool
 }
 
 // Dial connects to a cluster. url is one server address or several:
@@ -58,10 +59,12 @@ type Client struct {
 //	hstream://h1:6570,h2,h3:7000    several; a missing port is 6570
 //	hstreams://h1:6570,h2:6570      TLS (see WithCACert, WithClientCert)
 //
-// Dial asks the servers in turn for the cluster's nodes (DescribeCluster)
-// until one answers within the dial timeout (WithDialTimeout) and ctx, and
-// from then on spreads its calls over the nodes the cluster reported (a
-// server without DescribeCluster must answer Echo; its list stays url's).
+// Dial asks every server of url at once for the cluster's nodes
+// (DescribeCluster), takes the first answer that comes within the dial
+// timeout (WithDialTimeout) and ctx, and from then on sends its calls to
+// the nodes the cluster reported (a server without DescribeCluster must
+// answer Echo; the list stays url's then). A server that is still starting
+// is waited for, up to the dial timeout.
 func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	cfg := defaultClientConfig()
 	for _, o := range opts {
@@ -92,53 +95,38 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 		logger:    cfg.logger,
 		shardMaps: make(map[string]*wire.ShardMap),
 		conns:     make(map[string]*grpc.ClientConn),
+		seeds:     seeds,
 		nodes:     seeds,
 		owners:    make(map[target]string),
 	}
-	var errs []error
+	// Every seed is asked at once: a dead first seed must not use up the
+	// time a live second one needs.
+	type answer struct {
+		seed  string
+		nodes []string
+		err   error
+	}
+	answers := make(chan answer, len(seeds))
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	for _, seed := range seeds {
-		nodes, err := c.bootstrap(ctx, seed)
-		if err == nil {
-			c.addr = seed
-			c.setNodes(nodes, seed)
+		go func() {
+			nodes, err := c.describe(dctx, seed, true)
+			answers <- answer{seed, nodes, err}
+		}()
+	}
+	var errs []error
+	for range seeds {
+		a := <-answers
+		if a.err == nil {
+			c.addr = a.seed
+			c.setNodes(a.nodes, a.seed)
 			return c, nil
 		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
+		errs = append(errs, fmt.Errorf("client: dial %w", a.err))
 	}
 	_ = c.Close()
 	return nil, errors.Join(errs...)
-}
-
-// bootstrap asks seed for the cluster's nodes. With WaitForReady it rides
-// out a server that is still starting; when the deadline passes, gRPC's
-// error carries the last connection error ("connection refused"), which is
-// what a user needs to see.
-func (c *Client) bootstrap(ctx context.Context, seed string) ([]string, error) {
-	api, err := c.apiAt(seed)
-	if err != nil {
-		return nil, err
-	}
-	dctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout)
-	defer cancel()
-	resp, err := api.DescribeCluster(dctx, &emptypb.Empty{}, grpc.WaitForReady(true))
-	if status.Code(err) == codes.Unimplemented {
-		const hello = "hello"
-		echo, err := api.Echo(dctx, &hstreampb.EchoRequest{Msg: hello}, grpc.WaitForReady(true))
-		if err != nil {
-			return nil, fmt.Errorf("client: dial %s: no answer within %s: %w", seed, c.cfg.dialTimeout, err)
-		}
-		if echo.GetMsg() != hello {
-			return nil, fmt.Errorf("%w: dial %s: Echo(%q) answered %q", ErrBadResponse, seed, hello, echo.GetMsg())
-		}
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: no answer within %s: %w", seed, c.cfg.dialTimeout, err)
-	}
-	return serverList(resp, seed), nil
 }
 
 // serverList turns a DescribeCluster answer into addresses to dial. A node
@@ -214,9 +202,19 @@ func normalizeAddr(addr string) (string, error) {
 // and the url's scheme. TLS options with a plaintext hstream:// url are a
 // contradiction and refused; with a bare address they turn TLS on.
 func (cfg *clientConfig) transportCredentials(url string, useTLS bool) (credentials.TransportCredentials, error) {
-	hasTLSOpt := cfg.caFile != "" || cfg.certFile != "" || cfg.tlsConfig != nil
+	var tlsOpts []string
+	if cfg.caFile != "" {
+		tlsOpts = append(tlsOpts, fmt.Sprintf("WithCACert(%q)", cfg.caFile))
+	}
+	if cfg.certFile != "" {
+		tlsOpts = append(tlsOpts, fmt.Sprintf("WithClientCert(%q, %q)", cfg.certFile, cfg.keyFile))
+	}
+	if cfg.tlsConfig != nil {
+		tlsOpts = append(tlsOpts, "WithTLSConfig")
+	}
+	hasTLSOpt := len(tlsOpts) > 0
 	if !useTLS && hasTLSOpt && strings.HasPrefix(url, "hstream://") {
-		return nil, fmt.Errorf("%w: server url %q is plaintext (hstream://) but TLS options are set: use hstreams://", ErrInvalidArgument, url)
+		return nil, fmt.Errorf("%w: server url %q is plaintext (hstream://) but %s asks for TLS: use hstreams://", ErrInvalidArgument, url, strings.Join(tlsOpts, ", "))
 	}
 	if !useTLS && !hasTLSOpt {
 		return insecure.NewCredentials(), nil

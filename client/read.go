@@ -95,9 +95,10 @@ func (c *Client) ReadStream(ctx context.Context, stream string, from, until *hst
 	defer cancel()
 	readerID := newReaderID()
 	t := readerOf(readerID)
+	defer c.forget(t) // a one-off reader: its lookup is not needed again
 	api, addr, err := c.apiFor(ctx, t)
 	if err != nil {
-		return ctxOr(ctx, err)
+		return c.streamEnded(t, addr, ctxOr(ctx, err), false)
 	}
 	rs, err := api.ReadStream(ctx, &hstreampb.ReadStreamRequest{
 		ReaderId:       readerID,
@@ -106,12 +107,13 @@ func (c *Client) ReadStream(ctx context.Context, stream string, from, until *hst
 		Until:          until,
 		MaxReadBatches: maxBatches,
 	})
+	fnErr := false
 	if err != nil {
 		err = ctxOr(ctx, err)
 	} else {
-		err = consume(ctx, rs, nil, fn)
+		fnErr, err = consume(ctx, rs, nil, fn)
 	}
-	return c.streamEnded(t, addr, err)
+	return c.streamEnded(t, addr, err, fnErr)
 }
 
 // ReadShardStream reads one shard of a stream from one offset to another
@@ -135,7 +137,7 @@ func (c *Client) ReadShardStream(ctx context.Context, stream string, shardID uin
 	t := shardOf(shardID)
 	api, addr, err := c.apiFor(ctx, t)
 	if err != nil {
-		return ctxOr(ctx, err)
+		return c.streamEnded(t, addr, ctxOr(ctx, err), false)
 	}
 	rs, err := api.ReadShardStream(ctx, &hstreampb.ReadShardStreamRequest{
 		ReaderId:       newReaderID(),
@@ -145,18 +147,20 @@ func (c *Client) ReadShardStream(ctx context.Context, stream string, shardID uin
 		Until:          until,
 		StreamName:     stream,
 	})
+	fnErr := false
 	if err != nil {
 		err = ctxOr(ctx, err)
 	} else {
-		err = consume(ctx, rs, skip, fn)
+		fnErr, err = consume(ctx, rs, skip, fn)
 	}
-	return c.streamEnded(t, addr, err)
+	return c.streamEnded(t, addr, err, fnErr)
 }
 
 // streamEnded reports a read's retryable failure, so the next call looks
-// the target up again, and returns what the read returns.
-func (c *Client) streamEnded(t target, addr string, err error) error {
-	if retryable(err) {
+// the target up again, and returns what the read returns. An error of the
+// caller's callback (fnErr) says nothing about the node.
+func (c *Client) streamEnded(t target, addr string, err error, fnErr bool) error {
+	if !fnErr && retryable(err) {
 		c.failed(t, addr, err)
 	}
 	return err
@@ -169,26 +173,27 @@ type batchesResponse[T any] interface {
 }
 
 // consume drains a read stream into fn, leaving out records skip accepts.
-func consume[T any, PT batchesResponse[T]](ctx context.Context, rs grpc.ServerStreamingClient[T], skip func(*hstreampb.RecordId) bool, fn func(ReceivedRecord) error) error {
+// fnErr tells an error of fn, returned as it is, from the stream's.
+func consume[T any, PT batchesResponse[T]](ctx context.Context, rs grpc.ServerStreamingClient[T], skip func(*hstreampb.RecordId) bool, fn func(ReceivedRecord) error) (fnErr bool, err error) {
 	for {
 		resp, err := rs.Recv()
 		if err == io.EOF {
-			return nil
+			return false, nil
 		}
 		if err != nil {
-			return ctxOr(ctx, err)
+			return false, ctxOr(ctx, err)
 		}
 		for _, rr := range PT(resp).GetReceivedRecords() {
 			recs, err := DecodeReceived(rr)
 			if err != nil {
-				return err
+				return false, err
 			}
 			for _, r := range recs {
 				if skip != nil && skip(r.ID) {
 					continue
 				}
 				if err := fn(r); err != nil {
-					return err
+					return true, err
 				}
 			}
 		}
@@ -229,8 +234,19 @@ func (c *Client) CreateShardReader(ctx context.Context, stream, readerID string,
 
 // ReadShard returns the next records of a shard reader, at most maxBatches
 // batches of them; none if nothing arrived within the reader's timeout.
+//
+// A reader is a cursor the server moves before it answers, so ReadShard is
+// not sent again after Unavailable (a lost answer would skip its records):
+// the caller gets the error, and a reader it creates anew from the last
+// record it got loses nothing. It is resent only after WrongServer, when
+// the server did nothing.
 func (c *Client) ReadShard(ctx context.Context, readerID string, maxBatches uint32) ([]ReceivedRecord, error) {
-	resp, err := call(ctx, c, readerOf(readerID), hstreampb.HStreamApiClient.ReadShard, &hstreampb.ReadShardRequest{ReaderId: readerID, MaxRecords: maxBatches})
+	var resp *hstreampb.ReadShardResponse
+	err := c.try(ctx, readerOf(readerID), wrongServer, func(ctx context.Context, api hstreampb.HStreamApiClient) error {
+		var err error
+		resp, err = api.ReadShard(ctx, &hstreampb.ReadShardRequest{ReaderId: readerID, MaxRecords: maxBatches})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -248,6 +264,9 @@ func (c *Client) ReadShard(ctx context.Context, readerID string, maxBatches uint
 // DeleteShardReader deletes a shard reader; an unknown id is an error.
 func (c *Client) DeleteShardReader(ctx context.Context, readerID string) error {
 	_, err := call(ctx, c, readerOf(readerID), hstreampb.HStreamApiClient.DeleteShardReader, &hstreampb.DeleteShardReaderRequest{ReaderId: readerID})
+	if err == nil {
+		c.forget(readerOf(readerID))
+	}
 	return err
 }
 

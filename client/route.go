@@ -82,6 +82,14 @@ func (t target) String() string {
 // top of this file says. call may run more than once; it gets the API of
 // the node to use.
 func (c *Client) do(ctx context.Context, t target, call func(ctx context.Context, api hstreampb.HStreamApiClient) error) error {
+	return c.try(ctx, t, retryable, call)
+}
+
+// try is do with the choice of errors that are tried again: retryable, or
+// wrongServer alone for a call that must not be sent twice once the server
+// may have carried it out.
+func (c *Client) try(ctx context.Context, t target, again func(error) bool, call func(ctx context.Context, api hstreampb.HStreamApiClient) error) error {
+	unavailableBefore := false // an earlier attempt may have been carried out
 	for attempt := 1; ; attempt++ {
 		addr, err := c.route(ctx, t)
 		if err == nil {
@@ -92,9 +100,15 @@ func (c *Client) do(ctx context.Context, t target, call func(ctx context.Context
 				}
 			}
 		}
-		if !retryable(err) || attempt >= c.cfg.maxAttempts || ctx.Err() != nil {
+		if !again(err) || attempt >= c.cfg.maxAttempts || ctx.Err() != nil {
+			if code := status.Code(err); unavailableBefore && (code == codes.AlreadyExists || code == codes.NotFound) {
+				// A create that answers AlreadyExists, or a delete NotFound,
+				// may be this call's own earlier attempt, whose answer was lost.
+				err = fmt.Errorf("%w (an earlier attempt of this call failed with Unavailable and may have been carried out)", err)
+			}
 			return err
 		}
+		unavailableBefore = unavailableBefore || status.Code(err) == codes.Unavailable
 		c.failed(t, addr, err)
 		wait := c.backoff(attempt)
 		if wrongServer(err) && attempt == 1 {
@@ -127,9 +141,13 @@ func wrongServer(err error) bool {
 // the first): the base doubled per attempt up to the cap, with the upper
 // half jittered so clients that failed together do not retry together.
 func (c *Client) backoff(attempt int) time.Duration {
-	d := c.cfg.backoffMax
-	if attempt < 32 {
-		d = min(c.cfg.backoffBase<<(attempt-1), c.cfg.backoffMax)
+	d := c.cfg.backoffBase
+	for i := 1; i < attempt && d < c.cfg.backoffMax; i++ {
+		if d > c.cfg.backoffMax/2 {
+			d = c.cfg.backoffMax // doubling would pass the cap, or overflow
+			break
+		}
+		d *= 2
 	}
 	return d/2 + rand.N(d/2+1)
 }
@@ -212,9 +230,10 @@ func (c *Client) lookup(ctx context.Context, t target) (string, error) {
 }
 
 // failed records that a call for t to addr failed with a retryable err:
-// the lookup of t is forgotten, and when the node is unavailable the next
-// node of the server list becomes the preferred one and the list is
-// refreshed before the next call to any node.
+// the lookup of t is forgotten, and when the node is unavailable so is
+// every lookup that named it, the next node of the server list becomes the
+// preferred one, and the list is refreshed before the next call to any
+// node.
 func (c *Client) failed(t target, addr string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -226,13 +245,20 @@ func (c *Client) failed(t target, addr string, err error) {
 	}
 	for tt, a := range c.owners {
 		if a == addr {
-			delete(c.owners, tt) // every lookup that pointed at the failed node
+			delete(c.owners, tt)
 		}
 	}
 	if len(c.nodes) > 0 && c.nodes[c.preferred] == addr {
 		c.preferred = (c.preferred + 1) % len(c.nodes)
 	}
-	c.nodesAt = time.Time{}
+	c.stale = true
+}
+
+// forget drops the cached lookup of t, once t is gone or not needed again.
+func (c *Client) forget(t target) {
+	c.mu.Lock()
+	delete(c.owners, t)
+	c.mu.Unlock()
 }
 
 // anyNode returns the preferred node of the server list.
@@ -242,35 +268,83 @@ func (c *Client) anyNode() string {
 	return c.nodes[c.preferred]
 }
 
+// refreshRetryAfter spaces refreshes of a stale server list that failed:
+// during an outage every call would otherwise ask every node first.
+const refreshRetryAfter = time.Second
+
 // refreshNodesIfStale replaces the server list by a fresh DescribeCluster
-// when it is older than serverListTTL or a node failed since. Failures
-// keep the old list: the call that follows reports what is wrong.
+// when it is older than serverListTTL or a node failed since, asking the
+// listed nodes and then Dial's seeds (a client whose nodes advertise
+// addresses it cannot reach falls back to the seeds). One refresh runs at a
+// time, a failed one is not tried again for refreshRetryAfter, and each
+// node gets the dial timeout. Failures keep the old list: the call that
+// follows reports what is wrong.
 func (c *Client) refreshNodesIfStale(ctx context.Context) {
 	c.mu.Lock()
-	fresh := time.Since(c.nodesAt) < serverListTTL
-	nodes := append([]string(nil), c.nodes...)
-	first := c.preferred
-	c.mu.Unlock()
-	if fresh {
+	due := (c.stale || time.Since(c.refreshedAt) >= serverListTTL) &&
+		time.Since(c.refreshTriedAt) >= refreshRetryAfter && !c.refreshing
+	if !due {
+		c.mu.Unlock()
 		return
 	}
-	for i := range nodes {
-		addr := nodes[(first+i)%len(nodes)]
-		api, err := c.apiAt(addr)
-		if err != nil {
-			return
+	c.refreshing = true
+	c.refreshTriedAt = time.Now()
+	var ask []string
+	for i := range c.nodes {
+		ask = append(ask, c.nodes[(c.preferred+i)%len(c.nodes)])
+	}
+	for _, seed := range c.seeds {
+		if !slices.Contains(ask, seed) {
+			ask = append(ask, seed)
 		}
-		resp, err := api.DescribeCluster(ctx, &emptypb.Empty{})
-		switch {
-		case status.Code(err) == codes.Unimplemented:
-			c.setNodes(nil, addr)
-			return
-		case err == nil:
-			c.setNodes(serverList(resp, addr), addr)
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.refreshing = false
+		c.mu.Unlock()
+	}()
+
+	for _, addr := range ask {
+		nodes, err := c.describe(ctx, addr, false)
+		if err == nil {
+			c.setNodes(nodes, addr)
 			return
 		}
 		c.logger.Debug("server list refresh failed", "node", addr, "err", err)
+		if ctx.Err() != nil {
+			return
+		}
 	}
+}
+
+// describe asks addr for the cluster's nodes within the dial timeout (and
+// ctx). With waitReady it rides out a node that is still starting. A
+// server without DescribeCluster must answer Echo; it returns no nodes
+// then.
+func (c *Client) describe(ctx context.Context, addr string, waitReady bool) ([]string, error) {
+	api, err := c.apiAt(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout)
+	defer cancel()
+	resp, err := api.DescribeCluster(ctx, &emptypb.Empty{}, grpc.WaitForReady(waitReady))
+	if status.Code(err) == codes.Unimplemented {
+		const hello = "hello"
+		var echo *hstreampb.EchoResponse
+		echo, err = api.Echo(ctx, &hstreampb.EchoRequest{Msg: hello}, grpc.WaitForReady(waitReady))
+		if err == nil && echo.GetMsg() != hello {
+			return nil, fmt.Errorf("%w: %s: Echo(%q) answered %q", ErrBadResponse, addr, hello, echo.GetMsg())
+		}
+	}
+	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() != nil {
+		return nil, fmt.Errorf("client: %s: no answer within %s: %w", addr, c.cfg.dialTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: %s: %w", addr, err)
+	}
+	return serverList(resp, addr), nil
 }
 
 // setNodes installs a new server list (none: keep the current one) and
@@ -278,7 +352,8 @@ func (c *Client) refreshNodesIfStale(ctx context.Context) {
 func (c *Client) setNodes(nodes []string, from string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.nodesAt = time.Now()
+	c.refreshedAt = time.Now()
+	c.stale = false
 	if len(nodes) > 0 && !slices.Equal(nodes, c.nodes) {
 		c.logger.Debug("server list", "nodes", nodes)
 		c.nodes = nodes

@@ -74,7 +74,7 @@ func TestDialOptionErrors(t *testing.T) {
 		{"h:1", WithRetryBackoff(0, time.Second), "WithRetryBackoff(0s, 1s)"},
 		{"h:1", WithRetryBackoff(time.Second, time.Millisecond), "WithRetryBackoff(1s, 1ms)"},
 		{"h:1", WithClientCert("c.pem", ""), `WithClientCert("c.pem", "")`},
-		{"hstream://h:1", WithCACert(notPEM), "use hstreams://"},
+		{"hstream://h:1", WithCACert(notPEM), "but WithCACert(\"" + notPEM + "\") asks for TLS: use hstreams://"},
 		{"hstreams://h:1", WithCACert(filepath.Join(dir, "missing.pem")), `WithCACert("` + dir},
 		{"hstreams://h:1", WithCACert(notPEM), "no PEM certificate"},
 		{"hstreams://h:1", WithClientCert(notPEM, notPEM), "WithClientCert("},
@@ -90,6 +90,7 @@ func TestDialOptionErrors(t *testing.T) {
 type routeFake struct {
 	hstreampb.UnimplementedHStreamApiServer
 	addr string
+	self hstreampb.HStreamApiServer // what is served, when a test embeds routeFake; nil: the routeFake
 
 	mu       sync.Mutex
 	calls    map[string]int
@@ -192,7 +193,11 @@ func serveRouteFake(t *testing.T, f *routeFake, lis net.Listener, opts ...grpc.S
 	}
 	f.addr = lis.Addr().String()
 	srv := grpc.NewServer(opts...)
-	hstreampb.RegisterHStreamApiServer(srv, f)
+	var impl hstreampb.HStreamApiServer = f
+	if f.self != nil {
+		impl = f.self
+	}
+	hstreampb.RegisterHStreamApiServer(srv, impl)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -228,13 +233,17 @@ func TestDialTakesServerListFromDescribeCluster(t *testing.T) {
 	// b advertises 0.0.0.0: it is reached on the host the answer came from.
 	a.nodes = []*hstreampb.ServerNode{serverNodeOf(t, 1, a.addr), {Id: 2, Host: "0.0.0.0", Port: uint32(p)}}
 
-	// The first seed is down: Dial goes on to the next.
+	// The first seed is down.
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	deadAddr := dead.Addr().String()
 	require.NoError(t, dead.Close())
-	c, err := Dial(t.Context(), "hstream://"+deadAddr+","+a.addr, WithDialTimeout(500*time.Millisecond))
+	// Dial asks both at once: the dead one does not use up the dial
+	// timeout before the live one is asked.
+	start := time.Now()
+	c, err := Dial(t.Context(), "hstream://"+deadAddr+","+a.addr, WithDialTimeout(10*time.Second))
 	require.NoError(t, err)
+	require.Less(t, time.Since(start), 5*time.Second)
 	defer c.Close()
 	require.Equal(t, a.addr, c.Addr())
 	require.Equal(t, []string{a.addr, "127.0.0.1:" + bPort}, c.Nodes())
@@ -347,13 +356,67 @@ func TestLookupFailsOverToTheNext(t *testing.T) {
 	c, err := Dial(t.Context(), a.addr, fastRetries())
 	require.NoError(t, err)
 	defer c.Close()
-	_, err = c.ListShards(t.Context(), "s") // warm the stream's shard map
+	_, err = c.shardMap(t.Context(), "s", false) // the stream's shards, but no lookup yet
 	require.NoError(t, err)
 	stopA()
+	// The shard's lookup goes to a, which is down: the lookup is retried
+	// on b, which says b serves the shard.
 	_, err = c.Append(t.Context(), "s", []Record{{Key: "k", Payload: []byte("v")}})
 	require.NoError(t, err)
 	require.Equal(t, 1, b.callCount("LookupShard"))
 	require.Equal(t, 1, b.callCount("Append"))
+	require.Zero(t, b.callCount("ListShards"))
+}
+
+func TestBackoffIsCappedWithoutOverflow(t *testing.T) {
+	c := &Client{cfg: defaultClientConfig()}
+	c.cfg.backoffBase, c.cfg.backoffMax = 10*time.Second, time.Minute
+	for _, attempt := range []int{1, 2, 3, 31, 64, 1000} {
+		d := c.backoff(attempt)
+		want := min(c.cfg.backoffBase<<min(attempt-1, 3), c.cfg.backoffMax)
+		require.GreaterOrEqual(t, d, want/2, "attempt %d", attempt)
+		require.LessOrEqual(t, d, want, "attempt %d", attempt)
+	}
+}
+
+func TestReadShardIsNotResentAfterUnavailable(t *testing.T) {
+	// A shard reader is a cursor the server moves before it answers: a
+	// resend after a lost answer would skip records without an error.
+	f := &readerFake{}
+	f.self = f
+	serveRouteFake(t, &f.routeFake, nil)
+	c, err := Dial(t.Context(), f.addr, fastRetries())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.ReadShard(t.Context(), "r1", 1)
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	require.Equal(t, int32(1), f.reads.Load())
+}
+
+// readerFake answers ReadShard with Unavailable, as a node that moved the
+// reader and then lost the connection would.
+type readerFake struct {
+	routeFake
+	reads atomic.Int32
+}
+
+func (f *readerFake) ReadShard(context.Context, *hstreampb.ReadShardRequest) (*hstreampb.ReadShardResponse, error) {
+	f.reads.Add(1)
+	return nil, status.Error(codes.Unavailable, "connection lost")
+}
+
+func TestOneOffReadersAreNotCached(t *testing.T) {
+	f := &routeFake{}
+	serveRouteFake(t, f, nil)
+	c, err := Dial(t.Context(), f.addr)
+	require.NoError(t, err)
+	defer c.Close()
+	for range 3 {
+		_ = c.ReadStream(t.Context(), "s", nil, nil, 0, func(ReceivedRecord) error { return nil })
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Empty(t, c.owners)
 }
 
 func TestTLSAndAuthToken(t *testing.T) {

@@ -52,6 +52,17 @@ func addClientCommands(root *cobra.Command) {
 
 // dial connects to --addr.
 func (g *clientFlags) dial(ctx context.Context) (*client.Client, error) {
+	if (g.tlsCert == "") != (g.tlsKey == "") {
+		return nil, fmt.Errorf("--tls-cert %q and --tls-key %q: give both or neither", g.tlsCert, g.tlsKey)
+	}
+	for _, f := range []struct{ flag, path string }{{"--tls-ca", g.tlsCA}, {"--tls-cert", g.tlsCert}, {"--tls-key", g.tlsKey}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+	}
 	var opts []client.Option
 	if g.tlsCA != "" {
 		opts = append(opts, client.WithCACert(g.tlsCA))
