@@ -113,8 +113,10 @@ func (m *Message) Ack() {
 // retries (WithRetryBackoff; none before the first retry after
 // WrongServer), and the number of failed attempts in a row is bounded by
 // WithMaxAttempts: the last error is returned when they run out. A stream
-// that delivered a batch, or stayed open for 10 s, resets the count, so a
-// long-lived consumer rides out any number of separate outages. Each
+// on which acks were sent (the handler made progress), or that stayed open
+// for 10 s, resets the count, so a long-lived consumer rides out any number
+// of separate outages, but a server that fails every stream right after
+// redelivering the same batch does not keep it looping. Each
 // reconnect is logged at Info (WithLogger). To ride out a node restart,
 // give WithMaxAttempts and WithRetryBackoff a budget longer than the
 // restart takes (the defaults wait about 6 s in all).
@@ -196,8 +198,8 @@ func newConsumerConfig(subID, consumerName string, handler func(context.Context,
 	return cfg, nil
 }
 
-// consumerStableAfter is how long a fetch stream must stay open, if it
-// delivers nothing, for its failure to count as a new outage rather than
+// consumerStableAfter is how long a fetch stream must stay open, if no ack
+// was sent on it, for its failure to count as a new outage rather than
 // one more failed attempt of the last one.
 const consumerStableAfter = 10 * time.Second
 
@@ -219,7 +221,7 @@ type streamEnd struct {
 	// err (nil included) is what Consume returns.
 	retry      bool
 	registered bool // the registration request was sent
-	delivered  bool // a batch went to the handler
+	progressed bool // acks were sent on the stream: records were processed
 }
 
 // run opens fetch streams until one ends Consume, as Consume's doc says.
@@ -237,7 +239,7 @@ func (s *consumption) run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		err := end.err
-		if end.delivered || time.Since(opened) >= consumerStableAfter {
+		if end.progressed || time.Since(opened) >= consumerStableAfter {
 			failures = 0
 		}
 		failures++
@@ -272,6 +274,10 @@ func (s *consumption) fetchOnce(ctx context.Context, t target) (string, streamEn
 	// sends its last acks on it. It keeps ctx's values (metadata).
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	// Until the consumer is registered there are no acks to send, so ctx
+	// cancels the stream outright: opening it can block for as long as
+	// gRPC takes to give up on a node that accepts but does not answer.
+	stopCancel := context.AfterFunc(ctx, cancel)
 	stream, err := api.StreamingFetch(sctx)
 	if err != nil {
 		return addr, streamEnd{err: err, retry: true}
@@ -302,6 +308,10 @@ func (s *consumption) fetchOnce(ctx context.Context, t target) (string, streamEn
 		return addr, streamEnd{err: err, retry: true}
 	}
 
+	if !stopCancel() {
+		return addr, streamEnd{err: ctx.Err()} // cancelled while registering
+	}
+
 	// Acks an earlier stream left pending go first, all at once.
 	left, _ := s.acks.take(true)
 	var wg sync.WaitGroup
@@ -313,6 +323,7 @@ func (s *consumption) fetchOnce(ctx context.Context, t target) (string, streamEn
 	}()
 	end := f.loop(ctx)
 	end.registered = true
+	end.progressed = f.ackSent.Load()
 	return addr, end
 }
 
@@ -328,6 +339,7 @@ type fetch struct {
 	recvErr  chan error                             // the receive goroutine's end: io.EOF or the stream's error
 	sendErr  chan error                             // the ack sender's end: nil after a clean half-close
 	stopSend chan struct{}                          // closed: send the pending acks and half-close
+	ackSent  atomic.Bool                            // an ack request went out on this stream
 }
 
 func (f *fetch) request(ids []*hstreampb.RecordId) *hstreampb.StreamingFetchRequest {
@@ -337,33 +349,29 @@ func (f *fetch) request(ids []*hstreampb.RecordId) *hstreampb.StreamingFetchRequ
 // loop delivers batches until ctx is done, the handler fails or the stream
 // ends, and returns how the stream ended.
 func (f *fetch) loop(ctx context.Context) streamEnd {
-	delivered := false
 	for {
 		if ctx.Err() != nil {
 			f.closeGracefully()
-			return streamEnd{err: ctx.Err(), delivered: delivered}
+			return streamEnd{err: ctx.Err()}
 		}
 		select {
 		case <-ctx.Done():
 			continue
 		case err := <-f.recvErr:
 			if errors.Is(err, io.EOF) {
-				return streamEnd{delivered: delivered} // the server ended the stream
+				return streamEnd{} // the server ended the stream
 			}
-			return streamEnd{err: err, retry: true, delivered: delivered}
+			return streamEnd{err: err, retry: true}
 		case err := <-f.sendErr:
 			if errors.Is(err, io.EOF) {
 				// The stream ended; the receive goroutine reports why.
-				end := f.streamEnd()
-				end.delivered = delivered
-				return end
+				return f.streamEnd()
 			}
-			return streamEnd{err: fmt.Errorf("client: Consume %q: sending acks: %w", f.subID, err), retry: true, delivered: delivered}
+			return streamEnd{err: fmt.Errorf("client: Consume %q: sending acks: %w", f.subID, err), retry: true}
 		case resp := <-f.batches:
-			delivered = delivered || resp.GetReceivedRecords() != nil
 			if err := f.deliver(ctx, resp); err != nil {
 				f.closeGracefully()
-				return streamEnd{err: err, delivered: delivered}
+				return streamEnd{err: err}
 			}
 		}
 	}
@@ -501,6 +509,7 @@ func (f *fetch) send(ids []*hstreampb.RecordId) error {
 			f.acks.putBack(ids)
 			return err
 		}
+		f.ackSent.Store(true)
 		ids = ids[n:]
 	}
 	return nil

@@ -287,8 +287,10 @@ func TestConsumeReconnectPolicy(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		maxAttempts int
-		// ends[n] is how stream n ends: an error, "deliver" (a batch, then
-		// Unavailable), or nil to stay up until the client leaves.
+		// ends[n] is how stream n ends: an error, "deliver" (a batch the
+		// handler does not ack, then Unavailable), "ack" (a batch, then
+		// Unavailable once its ack arrived), or nil to stay up until the
+		// client leaves.
 		ends    []any
 		want    codes.Code // what Consume returns; OK: it stays up (cancelled by the test)
 		streams int
@@ -300,7 +302,8 @@ func TestConsumeReconnectPolicy(t *testing.T) {
 		{"NotFound ends Consume", 8, []any{errUnavailable, notFound}, codes.NotFound, 2},
 		{"attempts are bounded", 3, []any{errUnavailable, errUnavailable, errUnavailable, nil}, codes.Unavailable, 3},
 		{"one attempt: no reconnect", 1, []any{errUnavailable, nil}, codes.Unavailable, 1},
-		{"a delivery resets the count", 3, []any{errUnavailable, errUnavailable, "deliver", errUnavailable, nil}, codes.OK, 5},
+		{"acks sent reset the count", 3, []any{errUnavailable, errUnavailable, "ack", errUnavailable, nil}, codes.OK, 5},
+		{"a delivery without acks does not reset it", 3, []any{errUnavailable, "deliver", "deliver", nil}, codes.Unavailable, 3},
 		{"the server ending the stream ends Consume", 8, []any{errUnavailable, io.EOF}, codes.OK, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -315,8 +318,17 @@ func TestConsumeReconnectPolicy(t *testing.T) {
 					if err := s.register(); err != nil {
 						return err
 					}
-					if err := s.send(deliveredBatch(t, 1, uint64(n), "x")); err != nil {
+					if err := s.send(deliveredBatch(t, 1, uint64(n), end)); err != nil {
 						return err
+					}
+					for end == "ack" {
+						req, err := s.ss.Recv()
+						if err != nil {
+							return err
+						}
+						if len(req.GetAckIds()) > 0 {
+							break
+						}
 					}
 					return errUnavailable
 				case error:
@@ -330,7 +342,12 @@ func TestConsumeReconnectPolicy(t *testing.T) {
 
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			wait := startConsume(t, ctx, c, "sub", func(context.Context, *Message) error { return nil })
+			wait := startConsume(t, ctx, c, "sub", func(_ context.Context, m *Message) error {
+				if string(m.Record.Payload) == "ack" {
+					m.Ack()
+				}
+				return nil
+			})
 			stayUp := tc.ends[tc.streams-1] == nil
 			if stayUp {
 				require.Eventually(t, func() bool { return fs.streamCount() == tc.streams }, 10*time.Second, 5*time.Millisecond)
