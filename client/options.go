@@ -42,6 +42,7 @@ const (
 	DefaultMaxAttempts       = 8
 	DefaultRetryBackoffBase  = 100 * time.Millisecond
 	DefaultRetryBackoffMax   = 2 * time.Second
+	DefaultAttemptTimeout    = 30 * time.Second
 	DefaultShardCount        = 1
 	DefaultReplicationFactor = 1
 	DefaultBacklogDuration   = 7 * 24 * time.Hour
@@ -57,17 +58,19 @@ type clientConfig struct {
 	tlsConfig         *tls.Config
 	grpcOpts          []grpc.DialOption
 	maxAttempts       int
+	attemptTimeout    time.Duration
 	backoffBase       time.Duration
 	backoffMax        time.Duration
 }
 
 func defaultClientConfig() clientConfig {
 	return clientConfig{
-		logger:      slog.New(slog.DiscardHandler),
-		dialTimeout: DefaultDialTimeout,
-		maxAttempts: DefaultMaxAttempts,
-		backoffBase: DefaultRetryBackoffBase,
-		backoffMax:  DefaultRetryBackoffMax,
+		logger:         slog.New(slog.DiscardHandler),
+		dialTimeout:    DefaultDialTimeout,
+		maxAttempts:    DefaultMaxAttempts,
+		attemptTimeout: DefaultAttemptTimeout,
+		backoffBase:    DefaultRetryBackoffBase,
+		backoffMax:     DefaultRetryBackoffMax,
 	}
 }
 
@@ -78,6 +81,8 @@ func (cfg *clientConfig) validate() error {
 		return fmt.Errorf("%w: WithMaxAttempts(%d): want at least 1", ErrInvalidArgument, cfg.maxAttempts)
 	case cfg.backoffBase <= 0 || cfg.backoffMax < cfg.backoffBase:
 		return fmt.Errorf("%w: WithRetryBackoff(%s, %s): want 0 < base <= max", ErrInvalidArgument, cfg.backoffBase, cfg.backoffMax)
+	case cfg.attemptTimeout < 0:
+		return fmt.Errorf("%w: WithAttemptTimeout(%s): want 0 (none) or more", ErrInvalidArgument, cfg.attemptTimeout)
 	case (cfg.certFile == "") != (cfg.keyFile == ""):
 		return fmt.Errorf("%w: WithClientCert(%q, %q): want both a certificate and a key file", ErrInvalidArgument, cfg.certFile, cfg.keyFile)
 	}
@@ -128,6 +133,18 @@ func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 // elected. 1 turns retries off. Must be at least 1.
 func WithMaxAttempts(n int) Option {
 	return clientOption(func(c *clientConfig) { c.maxAttempts = n })
+}
+
+// WithAttemptTimeout bounds each attempt of a unary call (its lookup
+// included): a node that does not answer within d is treated as
+// unavailable, so the call is retried on the next node, and a
+// BufferedProducer's Close cannot hang on a node that accepted the
+// connection and went silent. Default 30 s (DefaultAttemptTimeout); 0
+// turns it off. A deadline on the call's context applies as well.
+// ReadShard, whose server may wait for records as long as the reader's
+// own timeout, and streams (reads, Consume) are not bounded by it.
+func WithAttemptTimeout(d time.Duration) Option {
+	return clientOption(func(c *clientConfig) { c.attemptTimeout = d })
 }
 
 // WithRetryBackoff sets the wait between attempts: base after the first

@@ -242,7 +242,9 @@ func (c *Client) CreateShardReader(ctx context.Context, stream, readerID string,
 // the server did nothing.
 func (c *Client) ReadShard(ctx context.Context, readerID string, maxBatches uint32) ([]ReceivedRecord, error) {
 	var resp *hstreampb.ReadShardResponse
-	err := c.try(ctx, readerOf(readerID), wrongServer, func(ctx context.Context, api hstreampb.HStreamApiClient) error {
+	// No attempt timeout: the server may wait up to the reader's own
+	// timeout for records.
+	err := c.try(ctx, readerOf(readerID), wrongServer, 0, func(ctx context.Context, api hstreampb.HStreamApiClient) error {
 		var err error
 		resp, err = api.ReadShard(ctx, &hstreampb.ReadShardRequest{ReaderId: readerID, MaxRecords: maxBatches})
 		return err

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -79,26 +80,27 @@ func (t target) String() string {
 }
 
 // do runs call against the node serving t, retrying as the comment at the
-// top of this file says. call may run more than once; it gets the API of
-// the node to use.
+// top of this file says. Each attempt (its lookup included) gets the
+// client's attempt timeout. call may run more than once; it gets the API
+// of the node to use.
 func (c *Client) do(ctx context.Context, t target, call func(ctx context.Context, api hstreampb.HStreamApiClient) error) error {
-	return c.try(ctx, t, retryable, call)
+	return c.try(ctx, t, retryable, c.cfg.attemptTimeout, call)
 }
 
-// try is do with the choice of errors that are tried again: retryable, or
+// try is do with the choice of errors that are tried again (retryable, or
 // wrongServer alone for a call that must not be sent twice once the server
-// may have carried it out.
-func (c *Client) try(ctx context.Context, t target, again func(error) bool, call func(ctx context.Context, api hstreampb.HStreamApiClient) error) error {
+// may have carried it out) and of the attempt timeout (0: none). An attempt
+// that times out while ctx is still live counts as Unavailable: the node
+// does not answer.
+func (c *Client) try(ctx context.Context, t target, again func(error) bool, timeout time.Duration, call func(ctx context.Context, api hstreampb.HStreamApiClient) error) error {
 	unavailableBefore := false // an earlier attempt may have been carried out
 	for attempt := 1; ; attempt++ {
-		addr, err := c.route(ctx, t)
+		addr, err := c.attempt(ctx, t, timeout, call)
 		if err == nil {
-			var api hstreampb.HStreamApiClient
-			if api, err = c.apiAt(addr); err == nil {
-				if err = call(ctx, api); err == nil {
-					return nil
-				}
-			}
+			return nil
+		}
+		if retryable(err) {
+			c.failed(t, addr, err) // even on the last attempt: the next call must not trust the route
 		}
 		if !again(err) || attempt >= c.cfg.maxAttempts || ctx.Err() != nil {
 			if code := status.Code(err); unavailableBefore && (code == codes.AlreadyExists || code == codes.NotFound) {
@@ -109,7 +111,6 @@ func (c *Client) try(ctx context.Context, t target, again func(error) bool, call
 			return err
 		}
 		unavailableBefore = unavailableBefore || status.Code(err) == codes.Unavailable
-		c.failed(t, addr, err)
 		wait := c.backoff(attempt)
 		if wrongServer(err) && attempt == 1 {
 			wait = 0 // the lookup is stale; resend at once
@@ -119,6 +120,28 @@ func (c *Client) try(ctx context.Context, t target, again func(error) bool, call
 			return fmt.Errorf("%w (while retrying after: %w)", serr, err)
 		}
 	}
+}
+
+// attempt routes and runs call once, within timeout (0: none), and returns
+// the node it went to (or asked, for a failed lookup).
+func (c *Client) attempt(ctx context.Context, t target, timeout time.Duration, call func(ctx context.Context, api hstreampb.HStreamApiClient) error) (string, error) {
+	actx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	addr, err := c.route(actx, t)
+	if err == nil {
+		var api hstreampb.HStreamApiClient
+		if api, err = c.apiAt(addr); err == nil {
+			err = call(actx, api)
+		}
+	}
+	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+		err = status.Errorf(codes.Unavailable, "client: %s (%s) did not answer within %s (WithAttemptTimeout): %v", addr, t, timeout, err)
+	}
+	return addr, err
 }
 
 // retryable reports whether a call that failed with err may succeed on

@@ -419,6 +419,30 @@ func TestOneOffReadersAreNotCached(t *testing.T) {
 	require.Empty(t, c.owners)
 }
 
+func TestALastFailedAttemptStillForgetsTheRoute(t *testing.T) {
+	// With one attempt there is no retry, but the failure must still drop
+	// the cached lookup and the dead node, or every later call goes there.
+	a, b := &routeFake{}, &routeFake{}
+	stopA := serveRouteFake(t, a, nil)
+	serveRouteFake(t, b, nil)
+	nodes := []*hstreampb.ServerNode{serverNodeOf(t, 1, a.addr), serverNodeOf(t, 2, b.addr)}
+	a.nodes, b.nodes = nodes, nodes
+	a.lookup = func(uint64) *hstreampb.ServerNode { return nodes[0] }
+	b.lookup = func(uint64) *hstreampb.ServerNode { return nodes[1] }
+
+	c, err := Dial(t.Context(), a.addr, WithMaxAttempts(1))
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Append(t.Context(), "s", []Record{{Key: "k", Payload: []byte("1")}})
+	require.NoError(t, err)
+	stopA() // the shard moves to b
+	_, err = c.Append(t.Context(), "s", []Record{{Key: "k", Payload: []byte("2")}})
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	_, err = c.Append(t.Context(), "s", []Record{{Key: "k", Payload: []byte("3")}})
+	require.NoError(t, err)
+	require.Equal(t, 1, b.callCount("Append"))
+}
+
 func TestTLSAndAuthToken(t *testing.T) {
 	dir := t.TempDir()
 	caFile, serverCert := writeTestCA(t, dir)
