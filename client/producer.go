@@ -184,10 +184,6 @@ func (p *BufferedProducer) Append(ctx context.Context, r Record) (*AppendResult,
 	if n > p.cfg.flowBytes {
 		return nil, fmt.Errorf("%w: BufferedProducer.Append to stream %q: the record has %d bytes, more than FlowControlBytesLimit(%d)", ErrInvalidArgument, p.stream, n, p.cfg.flowBytes)
 	}
-	rt, err := p.route(ctx)
-	if err != nil {
-		return nil, err
-	}
 	if err := p.fc.acquire(ctx, n, !p.cfg.nonBlocking); err != nil {
 		switch {
 		case errors.Is(err, ErrBufferFull):
@@ -196,6 +192,13 @@ func (p *BufferedProducer) Append(ctx context.Context, r Record) (*AppendResult,
 			return nil, p.closedErr()
 		}
 		return nil, fmt.Errorf("client: BufferedProducer.Append to stream %q: waiting for buffer space: %w", p.stream, err)
+	}
+	// Routed only once there is room: an Append that waited across a
+	// refresh goes to the new shards.
+	rt, err := p.route(ctx)
+	if err != nil {
+		p.fc.release(n)
+		return nil, err
 	}
 	res := rt.bufs[rt.sm.Lookup(r.Key)].add(&r, n)
 	if res == nil {
@@ -251,10 +254,12 @@ func (p *BufferedProducer) Flush(ctx context.Context) error {
 // Appends blocked on flow control included), sends everything buffered,
 // and returns when every future has resolved and the producer's
 // goroutines have ended. Each batch is tried as the client's retry
-// options say (WithMaxAttempts, WithRetryBackoff); once a shard's batch
-// has run out of attempts on an unreachable node, Close fails that
-// shard's remaining batches without sending them, so Close takes at most
-// about two retry budgets when the cluster is down. Failures are
+// options say (WithMaxAttempts, WithRetryBackoff, WithAttemptTimeout: a
+// node that accepts the connection but never answers counts as down);
+// once a shard's batch has run out of attempts on an unreachable node
+// during Close, Close fails that shard's remaining batches without sending
+// them, so Close takes at most about two retry budgets when the cluster is
+// down. Failures are
 // reported by the futures; Close itself returns nil. Close is idempotent.
 func (p *BufferedProducer) Close() error {
 	p.closeOnce.Do(func() {
@@ -279,11 +284,13 @@ func (p *BufferedProducer) route(ctx context.Context) (*routing, error) {
 	}
 	p.refreshMu.Lock()
 	defer p.refreshMu.Unlock()
-	if !p.stale.Load() {
+	// Cleared before the fetch: a shard found gone meanwhile sets it again.
+	if !p.stale.CompareAndSwap(true, false) {
 		return p.routing.Load(), nil
 	}
 	sm, err := p.c.shardMap(ctx, p.stream, false)
 	if err != nil {
+		p.stale.Store(true)
 		return nil, fmt.Errorf("client: BufferedProducer.Append to stream %q: fetching its shards again: %w", p.stream, err)
 	}
 	p.mu.Lock()
@@ -292,7 +299,6 @@ func (p *BufferedProducer) route(ctx context.Context) (*routing, error) {
 		return nil, p.closedErr()
 	}
 	p.installLocked(sm)
-	p.stale.Store(false)
 	return p.routing.Load(), nil
 }
 

@@ -142,7 +142,7 @@ func (sb *shardBuf) run() {
 	defer sb.p.senders.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var unreachable error // the last batch ran out of attempts with this
+	var unreachable error // while closing, the last batch ran out of attempts on an unreachable node
 	for {
 		sb.mu.Lock()
 		wait := time.Duration(-1)
@@ -167,7 +167,13 @@ func (sb *shardBuf) run() {
 				sb.p.stream, sb.id, len(b.recs), unreachable))
 			continue
 		case b != nil:
-			if err := sb.send(b); retryable(err) {
+			err := sb.send(b)
+			sb.mu.Lock()
+			closing := sb.closed
+			sb.mu.Unlock()
+			// Only a node found unreachable while closing ends the drain:
+			// an outage before Close may be over by now.
+			if closing && status.Code(err) == codes.Unavailable {
 				unreachable = err
 			} else {
 				unreachable = nil

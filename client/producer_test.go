@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -569,4 +570,53 @@ func TestBufferedProducerStreamRecreated(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, []string{string(record("k", 2, 100).Payload)}, got)
+}
+
+// An outage before Close is not held against the batches Close sends: the
+// node is back, so they go out.
+func TestBufferedProducerCloseSendsAfterAnEarlierOutage(t *testing.T) {
+	n, c := startNode(t, client.WithMaxAttempts(1))
+	p := newProducer(t, c, "s", 1, client.BatchAgeLimit(time.Hour), client.BatchRecordCountLimit(1000))
+	n.Close()
+	r1 := mustAppend(t, p, record("k", 0, 100))
+	require.NoError(t, p.Flush(t.Context()))
+	_, err := r1.Wait(t.Context())
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+
+	n.Reopen(t)
+	require.Eventually(t, func() bool {
+		_, err := c.Append(t.Context(), "s", []client.Record{record("k", 99, 100)})
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond)
+	r2 := mustAppend(t, p, record("k", 1, 100))
+	require.NoError(t, p.Close())
+	_, err = r2.Wait(t.Context())
+	require.NoError(t, err, "the record appended after the outage is sent by Close")
+}
+
+// A node that accepts an Append and never answers does not hang Close: the
+// attempt timeout makes it an unavailable node, and the batch fails once
+// its attempts run out.
+func TestBufferedProducerCloseEndsOnASilentNode(t *testing.T) {
+	gate := &appendGate{}
+	_, c := startNode(t, client.WithGRPCDialOptions(grpc.WithUnaryInterceptor(gate.interceptor)),
+		client.WithAttemptTimeout(200*time.Millisecond), client.WithMaxAttempts(3))
+	p := newProducer(t, c, "s", 1, client.BatchAgeLimit(time.Hour))
+	gate.close()
+	defer gate.open()
+	res := mustAppend(t, p, record("k", 0, 100))
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		assert.NoError(t, p.Close())
+	}()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close still blocked on a node that does not answer")
+	}
+	_, err := res.Wait(t.Context())
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, "WithAttemptTimeout")
+	require.Equal(t, int32(3), gate.held.Load(), "every attempt reached the silent node")
 }
