@@ -245,10 +245,14 @@ func (s *consumption) run(ctx context.Context) error {
 		failures++
 		again := retryable(err) || (registered && status.Code(err) == codes.AlreadyExists)
 		registered = registered || end.registered
+		if again {
+			// Forget the lookup (for Unavailable, the node too), even when
+			// giving up: the next Consume must not trust the route.
+			s.c.failed(t, addr, err)
+		}
 		if !again || failures >= s.c.cfg.maxAttempts {
 			return err
 		}
-		s.c.failed(t, addr, err) // forget the lookup; for Unavailable, the node
 		wait := s.c.backoff(failures)
 		if wrongServer(err) && failures == 1 {
 			wait = 0 // the lookup is stale; look again at once
@@ -278,6 +282,7 @@ func (s *consumption) fetchOnce(ctx context.Context, t target) (string, streamEn
 	// cancels the stream outright: opening it can block for as long as
 	// gRPC takes to give up on a node that accepts but does not answer.
 	stopCancel := context.AfterFunc(ctx, cancel)
+	defer stopCancel()
 	stream, err := api.StreamingFetch(sctx)
 	if err != nil {
 		return addr, streamEnd{err: err, retry: true}
@@ -471,6 +476,10 @@ func (f *fetch) sendAcks(ctx context.Context, left []*hstreampb.RecordId) error 
 	if err := f.send(left); err != nil {
 		return err
 	}
+	// Acks an earlier stream left over are no sign that this one works: a
+	// server that fails every stream right after its first batch would
+	// otherwise reset the reconnect count forever.
+	f.ackSent.Store(false)
 	age := time.NewTimer(time.Hour)
 	age.Stop()
 	defer age.Stop()

@@ -13,9 +13,10 @@
 // "hstream://h1:6570,h2,h3" (a missing port is 6570), "hstreams://…" for
 // TLS (WithCACert, WithClientCert, WithTLSConfig; WithAuthToken sends
 // HStreamDB's "authorization: Basic <token>" metadata). It asks the
-// servers in turn for the cluster's nodes (DescribeCluster) and keeps one
-// gRPC connection per node it uses. The server list is refreshed every
-// 30 s and after a node fails.
+// url's servers at once for the cluster's nodes (DescribeCluster) and keeps
+// one gRPC connection per node it uses. The server list is refreshed every
+// 30 s and after a node fails (falling back to the url's servers when no
+// listed node answers).
 //
 // Every call has a target: any node (metadata calls), or the node serving
 // a shard, a subscription or a shard reader, which the client asks any node
@@ -30,7 +31,8 @@
 //
 // Attempts are bounded (WithMaxAttempts, default 8) and the back-off grows
 // from 100 ms to 2 s with jitter (WithRetryBackoff): together about 6 s,
-// enough for a node to restart. A call retried after Unavailable may have
+// enough for a node to restart. An attempt that gets no answer within
+// WithAttemptTimeout (30 s) counts as Unavailable. A call retried after Unavailable may have
 // been carried out already, so an Append can be stored twice: delivery is
 // at least once. Retries never reorder one key's records: every producer
 // here sends one request per shard at a time and finishes its retries
@@ -85,8 +87,8 @@
 // moved): it looks the subscription up again and registers the same
 // consumer name, retrying AlreadyExists while the server notices the old
 // stream is gone. Waits follow WithRetryBackoff; failed attempts in a row
-// are capped by WithMaxAttempts, and a stream that delivered something
-// resets the count. Acks not yet sent are carried over to the new stream.
+// are capped by WithMaxAttempts, and a stream on which acks were sent (or
+// that stayed up 10 s) resets the count. Acks not yet sent are carried over to the new stream.
 // Expect redeliveries after a reconnect or a node restart: records acked
 // since the server's last checkpoint come again.
 //
