@@ -158,10 +158,23 @@ func (c *Client) NewBufferedProducer(ctx context.Context, stream string, opts ..
 		fc:      flowControl{limit: cfg.flowBytes},
 		sendCtx: context.Background(),
 	}
+	p.fc.full = p.cutFilling
 	p.mu.Lock()
 	p.installLocked(sm)
 	p.mu.Unlock()
 	return p, nil
+}
+
+// cutFilling cuts every shard's batch being filled, so that its bytes come
+// back once it is sent: flow control calls it when an Append waits for
+// bytes that only those batches hold.
+func (p *BufferedProducer) cutFilling() {
+	p.mu.Lock()
+	bufs := p.all
+	p.mu.Unlock()
+	for _, sb := range bufs {
+		sb.cut(false)
+	}
 }
 
 // Append adds r to its shard's batch and returns the future of its record
@@ -197,12 +210,12 @@ func (p *BufferedProducer) Append(ctx context.Context, r Record) (*AppendResult,
 	// refresh goes to the new shards.
 	rt, err := p.route(ctx)
 	if err != nil {
-		p.fc.release(n)
+		p.fc.release(n, false)
 		return nil, err
 	}
 	res := rt.bufs[rt.sm.Lookup(r.Key)].add(&r, n)
 	if res == nil {
-		p.fc.release(n)
+		p.fc.release(n, false)
 		return nil, p.closedErr()
 	}
 	return res, nil

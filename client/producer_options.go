@@ -116,8 +116,11 @@ func BatchAgeLimit(d time.Duration) ProducerOpt {
 // Append blocks until enough bytes are released, or fails with
 // ErrBufferFull under FlowControlNonBlocking; a record larger than the
 // limit is refused. Default 64 MiB (DefaultFlowControlBytesLimit). Must be
-// at least 1. A limit below BatchBytesLimit means batches are cut by count
-// or age before they reach their byte limit. It counts record bytes, not
+// at least 1. When a blocked Append waits for bytes that only batches still
+// being filled hold, those batches are cut and sent at once rather than at
+// their age limit, so a limit below BatchBytesLimit (or below the bytes
+// all shards' batches hold) gives smaller batches, not a stall. It counts
+// record bytes, not
 // memory: the producer's bookkeeping adds about 170 bytes per record.
 func FlowControlBytesLimit(n int) ProducerOpt {
 	return producerOption(func(c *producerConfig) { c.flowBytes = n })

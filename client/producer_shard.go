@@ -107,6 +107,7 @@ func (sb *shardBuf) cutLocked() {
 	if sb.cur == nil {
 		return
 	}
+	sb.p.fc.markCut(sb.cur.bytes)
 	sb.queue = append(sb.queue, sb.cur)
 	sb.last = sb.cur
 	sb.cur = nil
@@ -214,17 +215,23 @@ func (sb *shardBuf) resolve(b *pendingBatch, ids []*hstreampb.RecordId, err erro
 	}
 	b.ids, b.err, b.recs = ids, err, nil
 	close(b.done)
-	sb.p.fc.release(b.bytes)
+	sb.p.fc.release(b.bytes, true)
 }
 
 // flowControl bounds the bytes a producer holds. Waiters are served first
 // come, first served: a large record is not starved by small ones.
 type flowControl struct {
 	limit int
+	// full, if set, is called (no lock held) when an acquire has to wait
+	// and the batches already cut would not make room for it once sent: the
+	// rest of the bytes sit in batches being filled, which would otherwise
+	// hold them until their age limit.
+	full func()
 
 	// mu guards the fields below. It is a leaf lock.
 	mu      sync.Mutex
-	used    int
+	used    int // bytes held: records being batched, queued or in flight
+	cut     int // of used, the bytes of batches cut and not yet resolved
 	waiters []*fcWaiter
 	closed  bool
 }
@@ -252,7 +259,11 @@ func (f *flowControl) acquire(ctx context.Context, n int, block bool) error {
 	}
 	w := &fcWaiter{n: n, ready: make(chan error, 1)}
 	f.waiters = append(f.waiters, w)
+	stuck := f.used-f.cut+n > f.limit
 	f.mu.Unlock()
+	if stuck && f.full != nil {
+		f.full()
+	}
 	select {
 	case err := <-w.ready:
 		return err
@@ -270,11 +281,22 @@ func (f *flowControl) acquire(ctx context.Context, n int, block bool) error {
 	return ctx.Err()
 }
 
-// release gives n bytes back and wakes the waiters that now fit.
-func (f *flowControl) release(n int) {
+// release gives n bytes back and wakes the waiters that now fit. cut says
+// they were a cut batch's.
+func (f *flowControl) release(n int, cut bool) {
 	f.mu.Lock()
 	f.used -= n
+	if cut {
+		f.cut -= n
+	}
 	f.grantLocked()
+	f.mu.Unlock()
+}
+
+// markCut counts n bytes as those of a cut batch.
+func (f *flowControl) markCut(n int) {
+	f.mu.Lock()
+	f.cut += n
 	f.mu.Unlock()
 }
 

@@ -620,3 +620,24 @@ func TestBufferedProducerCloseEndsOnASilentNode(t *testing.T) {
 	require.ErrorContains(t, err, "WithAttemptTimeout")
 	require.Equal(t, int32(3), gate.held.Load(), "every attempt reached the silent node")
 }
+
+// When the bytes flow control waits for sit in batches still being filled,
+// those batches are cut and sent, rather than held until their age limit.
+func TestBufferedProducerFlowControlCutsFillingBatches(t *testing.T) {
+	_, c := startNode(t)
+	p := newProducer(t, c, "s", 2, client.BatchAgeLimit(time.Hour), client.BatchRecordCountLimit(1000),
+		client.FlowControlBytesLimit(1000))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var results []*client.AppendResult
+	for i := range 50 {
+		res, err := p.Append(ctx, record(fmt.Sprint("k", i%7), i, 100))
+		require.NoError(t, err, "record %d: Append waited for bytes held by filling batches", i)
+		results = append(results, res)
+	}
+	require.NoError(t, p.Flush(ctx))
+	for _, res := range results {
+		_, err := res.Wait(ctx)
+		require.NoError(t, err)
+	}
+}
