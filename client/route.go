@@ -358,14 +358,14 @@ func (c *Client) describe(ctx context.Context, addr string, waitReady bool) ([]s
 		var echo *hstreampb.EchoResponse
 		echo, err = api.Echo(ctx, &hstreampb.EchoRequest{Msg: hello}, grpc.WaitForReady(waitReady))
 		if err == nil && echo.GetMsg() != hello {
-			return nil, fmt.Errorf("%w: %s: Echo(%q) answered %q", ErrBadResponse, addr, hello, echo.GetMsg())
+			return nil, fmt.Errorf("%s: %w: Echo(%q) answered %q", addr, ErrBadResponse, hello, echo.GetMsg())
 		}
 	}
 	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() != nil {
-		return nil, fmt.Errorf("client: %s: no answer within %s: %w", addr, c.cfg.dialTimeout, err)
+		return nil, fmt.Errorf("%s: no answer within %s: %w", addr, c.cfg.dialTimeout, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("client: %s: %w", addr, err)
+		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
 	return serverList(resp, addr), nil
 }
