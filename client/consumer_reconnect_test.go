@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
+	"github.com/weir-log/weir/internal/nodetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -204,29 +204,11 @@ func registerAndServe(s *scriptStream) error {
 
 var errUnavailable = status.Error(codes.Unavailable, "the server is shutting down; fetch again to continue")
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestConsumeReconnectsAndSendsPendingAcksOnTheNewStream(t *testing.T) {
 	// Stream 0 delivers a batch of three and fails at once, while the
 	// handler still holds the batch's first record; stream 1 stays up.
 	firstEnded := make(chan struct{})
-	var logs syncBuffer
+	var logs nodetest.SyncBuffer
 	fs, c := startScriptFake(t, func(n int, s *scriptStream) error {
 		if n > 0 {
 			return registerAndServe(s)
@@ -385,7 +367,7 @@ func TestConsumeReconnectsWhileTheNodeIsDown(t *testing.T) {
 		defer close(served)
 		_ = srv.Serve(lis)
 	}()
-	var logs syncBuffer
+	var logs nodetest.SyncBuffer
 	c, err := Dial(t.Context(), lis.Addr().String(), WithMaxAttempts(3), WithRetryBackoff(time.Millisecond, 5*time.Millisecond),
 		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	require.NoError(t, err)

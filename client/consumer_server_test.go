@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -21,25 +20,6 @@ import (
 
 // Consumers against a real node: reconnecting across a restart, and acks
 // sent in batches.
-
-// consumerLog is a log destination a test can read while the client
-// writes.
-type consumerLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *consumerLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *consumerLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // deliveries counts the deliveries of each record id.
 type deliveries struct {
@@ -99,7 +79,7 @@ func appendN(t *testing.T, c *client.Client, stream string, from, n int) []*hstr
 
 func TestConsumerResumesAfterNodeRestart(t *testing.T) {
 	n := nodetest.Start(t)
-	var logs consumerLog
+	var logs nodetest.SyncBuffer
 	// Reconnects must outlast the node's restart: up to 300 attempts, at
 	// most 200 ms apart.
 	c, err := client.Dial(t.Context(), n.Addr,

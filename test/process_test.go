@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -52,7 +51,7 @@ type proc struct {
 	args  []string
 	addr  string
 	cmd   *exec.Cmd
-	log   *syncBuffer
+	log   *nodetest.SyncBuffer
 	waitc chan error
 }
 
@@ -73,7 +72,7 @@ func newProc(t *testing.T) *proc {
 
 func (p *proc) start() {
 	p.t.Helper()
-	p.log = new(syncBuffer)
+	p.log = new(nodetest.SyncBuffer)
 	p.cmd = exec.Command(weirBinary(p.t), p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	require.NoError(p.t, p.cmd.Start())
@@ -130,23 +129,4 @@ func (p *proc) stop() {
 		p.t.Fatalf("weir server did not stop within 30s of SIGTERM:\n%s", p.log)
 	}
 	p.cmd = nil
-}
-
-// syncBuffer is the child's output: written by exec's copying goroutine while
-// the process runs, read by the test (failure messages) at any time.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

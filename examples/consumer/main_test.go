@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,7 +51,7 @@ func TestRun(t *testing.T) {
 	appendN(10, 13)
 	cfg.name = "second"
 	cfg.max = 0
-	var out2 syncBuffer
+	var out2 nodetest.SyncBuffer
 	cctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- run(cctx, cfg, &out2) }()
@@ -92,24 +91,6 @@ func seqs(from, to int) map[int]bool {
 		m[i] = true
 	}
 	return m
-}
-
-// syncBuffer is a strings.Builder safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestParseFlags checks the defaults and that every bad flag is reported.
