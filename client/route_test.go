@@ -222,6 +222,18 @@ func serverNodeOf(t *testing.T, id uint32, addr string) *hstreampb.ServerNode {
 	return &hstreampb.ServerNode{Id: id, Host: host, Port: uint32(p)}
 }
 
+// twoNodes serves two fakes, a and b, that both report the pair as the
+// cluster; stopA takes a down.
+func twoNodes(t *testing.T) (a, b *routeFake, stopA func(), nodes []*hstreampb.ServerNode) {
+	t.Helper()
+	a, b = &routeFake{}, &routeFake{}
+	stopA = serveRouteFake(t, a, nil)
+	serveRouteFake(t, b, nil)
+	nodes = []*hstreampb.ServerNode{serverNodeOf(t, 1, a.addr), serverNodeOf(t, 2, b.addr)}
+	a.nodes, b.nodes = nodes, nodes
+	return a, b, stopA, nodes
+}
+
 func fastRetries() Option { return WithRetryBackoff(time.Millisecond, 5*time.Millisecond) }
 
 func TestDialTakesServerListFromDescribeCluster(t *testing.T) {
@@ -250,11 +262,7 @@ func TestDialTakesServerListFromDescribeCluster(t *testing.T) {
 }
 
 func TestUnavailableNodeFailsOverToTheNext(t *testing.T) {
-	a, b := &routeFake{}, &routeFake{}
-	stopA := serveRouteFake(t, a, nil)
-	serveRouteFake(t, b, nil)
-	nodes := []*hstreampb.ServerNode{serverNodeOf(t, 1, a.addr), serverNodeOf(t, 2, b.addr)}
-	a.nodes, b.nodes = nodes, nodes
+	a, b, stopA, _ := twoNodes(t)
 
 	c, err := Dial(t.Context(), a.addr, fastRetries())
 	require.NoError(t, err)
@@ -310,11 +318,7 @@ func TestRetriesAreBounded(t *testing.T) {
 }
 
 func TestWrongServerLooksTheShardUpAgain(t *testing.T) {
-	a, b := &routeFake{}, &routeFake{}
-	serveRouteFake(t, a, nil)
-	serveRouteFake(t, b, nil)
-	nodes := []*hstreampb.ServerNode{serverNodeOf(t, 1, a.addr), serverNodeOf(t, 2, b.addr)}
-	a.nodes = nodes
+	a, b, _, nodes := twoNodes(t)
 	// The shard moves from a to b: a's first lookup still says a, a then
 	// refuses the append as the wrong server, the next lookup says b.
 	var lookups atomic.Int32
@@ -346,11 +350,7 @@ func TestWrongServerLooksTheShardUpAgain(t *testing.T) {
 }
 
 func TestLookupFailsOverToTheNext(t *testing.T) {
-	a, b := &routeFake{}, &routeFake{}
-	stopA := serveRouteFake(t, a, nil)
-	serveRouteFake(t, b, nil)
-	nodes := []*hstreampb.ServerNode{serverNodeOf(t, 1, a.addr), serverNodeOf(t, 2, b.addr)}
-	a.nodes, b.nodes = nodes, nodes
+	a, b, stopA, nodes := twoNodes(t)
 	b.lookup = func(uint64) *hstreampb.ServerNode { return nodes[1] }
 
 	c, err := Dial(t.Context(), a.addr, fastRetries())
@@ -422,11 +422,7 @@ func TestOneOffReadersAreNotCached(t *testing.T) {
 func TestALastFailedAttemptStillForgetsTheRoute(t *testing.T) {
 	// With one attempt there is no retry, but the failure must still drop
 	// the cached lookup and the dead node, or every later call goes there.
-	a, b := &routeFake{}, &routeFake{}
-	stopA := serveRouteFake(t, a, nil)
-	serveRouteFake(t, b, nil)
-	nodes := []*hstreampb.ServerNode{serverNodeOf(t, 1, a.addr), serverNodeOf(t, 2, b.addr)}
-	a.nodes, b.nodes = nodes, nodes
+	a, b, stopA, nodes := twoNodes(t)
 	a.lookup = func(uint64) *hstreampb.ServerNode { return nodes[0] }
 	b.lookup = func(uint64) *hstreampb.ServerNode { return nodes[1] }
 
