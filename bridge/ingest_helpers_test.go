@@ -17,6 +17,7 @@ import (
 
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/bridge"
+	"github.com/weir-log/weir/broker"
 	"github.com/weir-log/weir/conf"
 	"github.com/weir-log/weir/internal/nodetest"
 )
@@ -98,7 +99,7 @@ func startRig(t *testing.T, mutate ...func(*rigConfig)) *rig {
 		if rc.gate != nil {
 			rc.gate.open()
 		}
-		srv.Close()
+		_ = broker.CloseServer(srv)
 		require.NoError(t, ing.Close())
 	})
 	return &rig{n: n, srv: srv, ing: ing, addr: tcp.Address()}

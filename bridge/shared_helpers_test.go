@@ -19,6 +19,7 @@ import (
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
 	"github.com/weir-log/weir/bridge"
+	"github.com/weir-log/weir/broker"
 	"github.com/weir-log/weir/conf"
 	"github.com/weir-log/weir/internal/nodetest"
 )
@@ -86,7 +87,7 @@ func (b *groupBroker) close() {
 	b.once.Do(func() {
 		_ = b.shared.Close()
 		_ = b.shared.Close() // idempotent
-		_ = b.srv.Close()
+		_ = broker.CloseServer(b.srv)
 	})
 }
 

@@ -166,7 +166,7 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	return b.server.Close()
+	return CloseServer(b.server)
 }
 
 // Addr returns the address the TCP listener (mqtt.listen) is bound to, with

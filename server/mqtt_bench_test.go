@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/weir-log/weir/broker"
 	"github.com/weir-log/weir/conf"
 	"github.com/weir-log/weir/internal/mqttbench"
 	"github.com/weir-log/weir/internal/nodetest"
@@ -102,7 +103,7 @@ func startBareMochi(b *testing.B) string {
 	if err := srv.Serve(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { srv.Close() })
+	b.Cleanup(func() { _ = broker.CloseServer(srv) })
 	return tcp.Address()
 }
 
