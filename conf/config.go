@@ -31,7 +31,87 @@ type Config struct {
 	Stream       StreamDefaults `yaml:"stream"`
 	Store        Store          `yaml:"store"`
 	Subscription Subscription   `yaml:"subscription"`
+	Connectors   Connectors     `yaml:"connectors"`
 	Log          Log            `yaml:"log"`
+}
+
+// Connectors are weir's MQTT clients of external brokers (EMQX, Mosquitto,
+// any MQTT 3.1.1 or 5 broker): ingest connectors subscribe there and append
+// what arrives to streams; egress connectors publish a stream's records
+// there. See the bridge package.
+type Connectors struct {
+	Ingest []IngestConnector `yaml:"ingest" doc:"connectors that subscribe to filters on an external broker and append what arrives through their routes: a YAML list of {name, url, filters, routes, ...} (see docs/emqx.md); empty runs none (default empty)"`
+	Egress []EgressConnector `yaml:"egress" doc:"connectors that publish a stream's records to an external broker through a subscription: a YAML list of {name, url, stream, topic, ...} (see docs/emqx.md); empty runs none (default empty)"`
+}
+
+// Remote is how a connector reaches its external broker. Zero values take
+// the defaults named on each field (see WithConnectorDefaults).
+type Remote struct {
+	// URL is tcp://, mqtt:// (plain), ssl://, tls://, mqtts:// (TLS),
+	// ws:// or wss:// (WebSocket), with host and port.
+	URL      string `yaml:"url"`
+	ClientID string `yaml:"client-id,omitempty"` // default weir-<name>
+	Username string `yaml:"username,omitempty"`
+	Password string `yaml:"password,omitempty"`
+	// TLS: a CA bundle to verify the broker with (default: the system's),
+	// a client certificate and key (both or neither), the name to verify
+	// (default: the URL's host), and, for tests only, no verification.
+	TLSCAPath             string `yaml:"tls-ca-path,omitempty"`
+	TLSCertPath           string `yaml:"tls-cert-path,omitempty"`
+	TLSKeyPath            string `yaml:"tls-key-path,omitempty"`
+	TLSServerName         string `yaml:"tls-server-name,omitempty"`
+	TLSInsecureSkipVerify bool   `yaml:"tls-insecure-skip-verify,omitempty"`
+
+	Keepalive      time.Duration `yaml:"keepalive,omitempty"`       // default 30s
+	ConnectTimeout time.Duration `yaml:"connect-timeout,omitempty"` // default 10s
+	// ReconnectMin and ReconnectMax bound the back-off between connection
+	// attempts: it starts at ReconnectMin and doubles up to ReconnectMax.
+	ReconnectMin time.Duration `yaml:"reconnect-min,omitempty"` // default 1s
+	ReconnectMax time.Duration `yaml:"reconnect-max,omitempty"` // default 30s
+}
+
+// IngestConnector subscribes to Filters at QoS 1 on a persistent session
+// (clean session off) and appends each message through Routes, acknowledging
+// it to the remote broker only once committed.
+type IngestConnector struct {
+	Name   string `yaml:"name"`
+	Remote `yaml:",inline"`
+	// Filters are the topic filters subscribed to, at QoS 1.
+	Filters []string `yaml:"filters"`
+	// Routes work as mqtt.routes do, with ${clientid} and ${username}
+	// standing for the connector's own (MQTT does not tell a subscriber
+	// who published); empty means the default route.
+	Routes []Route `yaml:"routes,omitempty"`
+	// MaxPending bounds the messages received and not yet committed;
+	// beyond it the connector stops reading from the broker. Default 1000.
+	MaxPending int `yaml:"max-pending,omitempty"`
+}
+
+// EgressConnector publishes the records of Stream to the remote broker at
+// QoS 1, through the subscription Subscription, acknowledging each record
+// only once the broker has acknowledged its PUBLISH.
+type EgressConnector struct {
+	Name   string `yaml:"name"`
+	Remote `yaml:",inline"`
+	Stream string `yaml:"stream"`
+	// Subscription is the subscription (consumer group) the connector
+	// reads Stream through; created when missing. Default weir-egress-<name>.
+	Subscription string `yaml:"subscription,omitempty"`
+	// Offset is where a new subscription starts: earliest or latest
+	// (default latest).
+	Offset string `yaml:"offset,omitempty"`
+	// Topic is a template of the topic each record is published on, over
+	// ${stream}, ${key} and ${topic} (the record's mqtt.topic attribute, or
+	// the stream's name when it has none). Default ${topic}.
+	Topic  string `yaml:"topic,omitempty"`
+	Retain bool   `yaml:"retain,omitempty"`
+	// MaxInflight bounds the records published and not yet acknowledged
+	// by the broker (the subscription's maxUnackedRecords). Default 100.
+	MaxInflight int `yaml:"max-inflight,omitempty"`
+	// AckTimeout is the subscription's ack timeout: how long a record may
+	// wait for the broker's PUBACK before it is delivered again. Whole
+	// seconds; default 60s.
+	AckTimeout time.Duration `yaml:"ack-timeout,omitempty"`
 }
 
 // GRPC configures the HStreamDB-compatible gRPC API.
@@ -218,6 +298,13 @@ func (c *Config) Clone() *Config {
 	n := *c
 	n.Etcd.Endpoints = slices.Clone(c.Etcd.Endpoints)
 	n.MQTT.Routes = slices.Clone(c.MQTT.Routes)
+	n.Connectors.Ingest = slices.Clone(c.Connectors.Ingest)
+	for i := range n.Connectors.Ingest {
+		ic := &n.Connectors.Ingest[i]
+		ic.Filters = slices.Clone(ic.Filters)
+		ic.Routes = slices.Clone(ic.Routes)
+	}
+	n.Connectors.Egress = slices.Clone(c.Connectors.Egress)
 	return &n
 }
 
@@ -267,12 +354,35 @@ func (c *Config) WithDefaults() *Config {
 // fillDerived sets the defaults that come from other keys. It is the only
 // filling Load does after layering: everything else came from Default().
 func (c *Config) fillDerived() {
+	for i := range c.Connectors.Ingest {
+		ic := &c.Connectors.Ingest[i]
+		ic.Remote.fill(ic.Name)
+		fill(&ic.MaxPending, 1000)
+	}
+	for i := range c.Connectors.Egress {
+		ec := &c.Connectors.Egress[i]
+		ec.Remote.fill(ec.Name)
+		fill(&ec.Subscription, "weir-egress-"+ec.Name)
+		fill(&ec.Offset, "latest")
+		fill(&ec.Topic, "${topic}")
+		fill(&ec.MaxInflight, 100)
+		fill(&ec.AckTimeout, 60*time.Second)
+	}
 	if c.GRPC.Advertise != "" {
 		return
 	}
 	if host, _, err := splitHostPort(c.GRPC.Listen); err == nil && !unspecifiedHost(host) {
 		c.GRPC.Advertise = c.GRPC.Listen
 	}
+}
+
+// fill sets a connector's unset remote settings to their defaults.
+func (r *Remote) fill(name string) {
+	fill(&r.ClientID, "weir-"+name)
+	fill(&r.Keepalive, 30*time.Second)
+	fill(&r.ConnectTimeout, 10*time.Second)
+	fill(&r.ReconnectMin, time.Second)
+	fill(&r.ReconnectMax, 30*time.Second)
 }
 
 func fill[T comparable](p *T, def T) {

@@ -50,7 +50,7 @@ func TestKeyNames(t *testing.T) {
 		assert.Equal(t, want[0], k.env)
 		assert.Equal(t, want[1], k.flag)
 	}
-	assert.Len(t, keys, 46)
+	assert.Len(t, keys, 48)
 }
 
 func TestCloneIsDeep(t *testing.T) {
@@ -69,12 +69,23 @@ func TestCloneIsDeep(t *testing.T) {
 	assert.Equal(t, 4*MiB, c.Store.GroupCommit.MaxBytes)
 	assert.Nil(t, (*Config)(nil).Clone())
 
+	c.Connectors.Ingest = []IngestConnector{{Name: "in", Filters: []string{"a/#"}, Routes: []Route{{Filter: "a/#", Stream: "a"}}}}
+	c.Connectors.Egress = []EgressConnector{{Name: "out", Stream: "a"}}
+	n = c.Clone()
+	n.Connectors.Ingest[0].Filters[0] = "changed"
+	n.Connectors.Ingest[0].Routes[0].Stream = "changed"
+	n.Connectors.Egress[0].Stream = "changed"
+	assert.Equal(t, "a/#", c.Connectors.Ingest[0].Filters[0])
+	assert.Equal(t, "a", c.Connectors.Ingest[0].Routes[0].Stream)
+	assert.Equal(t, "a", c.Connectors.Egress[0].Stream)
+
 	// Clone must copy every reference-typed field deeply; this fails when a
 	// new slice, map or pointer field is added without updating Clone.
 	for _, k := range keys {
 		switch k.typ.Kind() {
 		case reflect.Slice:
-			assert.Contains(t, []string{"etcd.endpoints", "mqtt.routes"}, k.path, "Clone copies only Etcd.Endpoints and MQTT.Routes deeply")
+			assert.Contains(t, []string{"etcd.endpoints", "mqtt.routes", "connectors.ingest", "connectors.egress"}, k.path,
+				"Clone copies only Etcd.Endpoints, MQTT.Routes and the connectors deeply")
 		case reflect.Map, reflect.Pointer, reflect.Interface:
 			t.Errorf("%s: Clone does not copy %s fields deeply", k.path, k.typ.Kind())
 		}

@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
@@ -47,6 +48,12 @@ var (
 	byteSizeType = reflect.TypeFor[ByteSize]()
 	stringsType  = reflect.TypeFor[[]string]()
 	routesType   = reflect.TypeFor[[]Route]()
+	// yamlTypes are decoded as YAML documents, strictly (an unknown field
+	// is an error), and printed as YAML in flow style.
+	yamlTypes = map[reflect.Type]bool{
+		reflect.TypeFor[[]IngestConnector](): true,
+		reflect.TypeFor[[]EgressConnector](): true,
+	}
 )
 
 func buildKeys() []*key {
@@ -106,7 +113,7 @@ func (k *key) isList() bool { return k.typ == stringsType }
 // type. Lists are comma-separated; blank items are dropped. Routes are
 // YAML in flow style: [{filter: "a/#", stream: a}].
 func (k *key) parse(text string) (reflect.Value, error) {
-	if k.typ == routesType {
+	if k.typ == routesType || yamlTypes[k.typ] {
 		var n yaml.Node
 		if err := yaml.Unmarshal([]byte(text), &n); err != nil {
 			return reflect.Value{}, fmt.Errorf("not YAML: %v (want a list like [{filter: \"a/#\", stream: a}])", err)
@@ -196,6 +203,9 @@ func (k *key) decode(n *yaml.Node) (reflect.Value, error) {
 		routes, err := decodeRoutes(n)
 		return reflect.ValueOf(routes), err
 	}
+	if yamlTypes[k.typ] {
+		return decodeStrict(n, k.typ)
+	}
 	if k.isList() {
 		if n.Kind != yaml.SequenceNode {
 			return reflect.Value{}, errors.New("must be a list (a YAML sequence)")
@@ -232,6 +242,8 @@ func (k *key) format(v reflect.Value) string {
 	switch {
 	case k.typ == routesType:
 		return formatRoutes(v.Interface().([]Route))
+	case yamlTypes[k.typ]:
+		return formatFlow(v.Interface())
 	case k.isList():
 		return strings.Join(v.Interface().([]string), ",")
 	case k.typ == durationType:
@@ -372,4 +384,48 @@ func formatRoutes(routes []Route) string {
 		items[i] = s + "}"
 	}
 	return "[" + strings.Join(items, ", ") + "]"
+}
+
+// decodeStrict decodes n into a new value of type t, refusing fields t does
+// not have, so a typo ("fitlers:") is an error rather than a default.
+func decodeStrict(n *yaml.Node, t reflect.Type) (reflect.Value, error) {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode {
+		return reflect.Value{}, errors.New("must be a list (a YAML sequence) of mappings")
+	}
+	if len(n.Content) == 0 {
+		return reflect.New(t).Elem(), nil
+	}
+	text, err := yaml.Marshal(n)
+	if err != nil {
+		return reflect.Value{}, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(text))
+	dec.KnownFields(true)
+	v := reflect.New(t)
+	if err := dec.Decode(v.Interface()); err != nil {
+		return reflect.Value{}, errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return v.Elem(), nil
+}
+
+// formatFlow prints v as YAML in flow style, on one line.
+func formatFlow(v any) string {
+	var n yaml.Node
+	if err := n.Encode(v); err != nil {
+		return fmt.Sprintf("<%v>", err)
+	}
+	var flow func(*yaml.Node)
+	flow = func(n *yaml.Node) {
+		n.Style |= yaml.FlowStyle
+		for _, c := range n.Content {
+			flow(c)
+		}
+	}
+	flow(&n)
+	out, err := yaml.Marshal(&n)
+	if err != nil {
+		return fmt.Sprintf("<%v>", err)
+	}
+	return strings.TrimSpace(string(out))
 }

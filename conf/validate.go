@@ -145,6 +145,7 @@ func (c *Config) problems() Problems {
 	if c.Subscription.CheckpointInterval <= 0 {
 		ch.add("subscription.checkpoint-interval", "must be positive, not %s", formatDuration(c.Subscription.CheckpointInterval))
 	}
+	c.connectorProblems(&ch)
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
