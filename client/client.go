@@ -3,21 +3,21 @@ package client
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/weir-log/weir/api/hstreampb"
-	"github.com/weir-log/weir/api/wire"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/weir-log/weir/api/hstreampb"
+	"github.com/weir-log/weir/api/wire"
+	"github.com/weir-log/weir/internal/tlsfile"
 )
 
 // maxMessageBytes bounds one gRPC message either way. Read responses carry
@@ -224,13 +224,9 @@ func (cfg *clientConfig) transportCredentials(url string, useTLS bool) (credenti
 		tc = cfg.tlsConfig.Clone()
 	}
 	if cfg.caFile != "" {
-		pem, err := os.ReadFile(cfg.caFile)
+		pool, err := tlsfile.CAPool(cfg.caFile)
 		if err != nil {
 			return nil, fmt.Errorf("%w: WithCACert(%q): %v", ErrInvalidArgument, cfg.caFile, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: WithCACert(%q): no PEM certificate in the file", ErrInvalidArgument, cfg.caFile)
 		}
 		tc.RootCAs = pool
 	}
