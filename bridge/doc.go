@@ -65,4 +65,21 @@
 // resumes from its checkpoint after a restart. Records appended over gRPC
 // reach members too. Plain subscriptions keep the broker's live
 // behaviour. The comment at the top of shared.go has the design.
+//
+// # Connectors
+//
+// Connectors (connector.go) are paho MQTT 3.1.1 clients of external
+// brokers, configured under connectors.ingest and connectors.egress and run
+// by Connectors. Each keeps one connection up with its own capped back-off
+// (reconnect-min doubling to reconnect-max), logs every failed attempt at
+// warn with its name, url and the broker's answer, and never stops the
+// node. An ingest connector (connector_ingest.go) subscribes to its filters
+// at QoS 1 on a persistent session, appends each message through its
+// routes, and sends the PUBACK only once the record is committed, in
+// arrival order, so the broker keeps what weir has not stored. An egress
+// connector (connector_egress.go) consumes a stream through a subscription
+// and publishes each record at QoS 1 on a topic template, acknowledging
+// the record only after the broker's PUBACK. Both are bounded (max-pending,
+// max-inflight) and counted in weir_connector_{up,connects_total,
+// messages_total}. docs/emqx.md is the user's guide.
 package bridge

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
 	"github.com/weir-log/weir/cluster"
+	"github.com/weir-log/weir/conf"
 )
 
 // recordFraming bounds what a record adds to a batch payload besides its
@@ -72,9 +74,30 @@ func (i *Ingest) resolve(ctx context.Context, sr *streamRoute, tgt Target) {
 }
 
 func (i *Ingest) lookupStream(ctx context.Context, tgt Target) (*wire.ShardMap, map[uint64]*batcher, error) {
-	metas, err := i.node.StreamShards(tgt.Stream)
+	metas, sm, err := resolveStream(ctx, i.node, i.opts.Stream, i.log, tgt)
+	if err != nil {
+		return nil, nil, err
+	}
+	batchers := make(map[uint64]*batcher, len(metas))
+	for _, m := range metas {
+		b, err := i.batcher(m)
+		if err != nil {
+			return nil, nil, err
+		}
+		batchers[m.ID] = b
+	}
+	return sm, batchers, nil
+}
+
+// resolveStream returns the shards of tgt.Stream, in hash-range order, and
+// their ShardMap (HashKey ranges, as the gRPC clients route), creating the
+// stream with the defaults d when it is missing and tgt.Create. A missing
+// stream its route may not create is cluster.ErrStreamNotFound (wrapped).
+// The ingest hook and the ingest connectors resolve their streams with it.
+func resolveStream(ctx context.Context, node *cluster.Node, d conf.StreamDefaults, log *slog.Logger, tgt Target) ([]cluster.ShardMeta, *wire.ShardMap, error) {
+	metas, err := node.StreamShards(tgt.Stream)
 	if errors.Is(err, cluster.ErrStreamNotFound) && tgt.Create {
-		metas, err = i.createStream(ctx, tgt.Stream)
+		metas, err = createStream(ctx, node, d, log, tgt.Stream)
 	}
 	if errors.Is(err, cluster.ErrStreamNotFound) {
 		return nil, nil, fmt.Errorf("%w: %q (its route does not create it)", err, tgt.Stream)
@@ -90,36 +113,27 @@ func (i *Ingest) lookupStream(ctx context.Context, tgt Target) (*wire.ShardMap, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("bridge: shards of stream %q: %w", tgt.Stream, err)
 	}
-	batchers := make(map[uint64]*batcher, len(metas))
-	for _, m := range metas {
-		b, err := i.batcher(m)
-		if err != nil {
-			return nil, nil, err
-		}
-		batchers[m.ID] = b
-	}
-	return sm, batchers, nil
+	return metas, sm, nil
 }
 
-// createStream creates a stream with the stream defaults; one created
+// createStream creates a stream with the stream defaults d; one created
 // meanwhile by someone else is as good.
-func (i *Ingest) createStream(ctx context.Context, name string) ([]cluster.ShardMeta, error) {
-	d := i.opts.Stream
+func createStream(ctx context.Context, node *cluster.Node, d conf.StreamDefaults, log *slog.Logger, name string) ([]cluster.ShardMeta, error) {
 	m := cluster.StreamMeta{
 		Name:              name,
 		ShardCount:        max(d.ShardCount, 1),
 		ReplicationFactor: max(d.ReplicationFactor, 1),
 		BacklogSeconds:    uint32(d.BacklogDuration / time.Second),
 	}
-	_, _, err := i.node.CreateStream(ctx, m)
+	_, _, err := node.CreateStream(ctx, m)
 	switch {
 	case err == nil:
-		i.log.Info("stream created for MQTT publishes", "stream", name, "shards", m.ShardCount)
+		log.Info("stream created for MQTT publishes", "stream", name, "shards", m.ShardCount)
 	case errors.Is(err, cluster.ErrStreamExists):
 	default:
 		return nil, fmt.Errorf("bridge: creating stream %q: %w", name, err)
 	}
-	return i.node.StreamShards(name)
+	return node.StreamShards(name)
 }
 
 // evict drops a stream's cached route that failed to resolve.

@@ -22,6 +22,10 @@ const (
 	AttrRetain   = "mqtt.retain"   // "true" when the retain flag was set; absent otherwise
 	AttrClientID = "mqtt.clientid" // the publisher's client ID
 	AttrUsername = "mqtt.username" // the publisher's username; absent when it had none
+	// AttrConnector names the ingest connector (connectors.ingest) that
+	// received the message from an external broker; mqtt.clientid is then
+	// the connector's client ID. Absent for the embedded broker's publishes.
+	AttrConnector = "mqtt.connector"
 
 	// MQTT 5 properties, each absent when the publish did not carry it.
 	AttrContentType     = "mqtt.content-type"

@@ -17,6 +17,7 @@ import (
 // order, the first whose filter matches the topic winning. It is immutable
 // and safe for concurrent use.
 type Router struct {
+	key    string // the routes' config key, for messages: mqtt.routes
 	routes []route
 	reject bool
 }
@@ -45,7 +46,14 @@ var defaultRoute = conf.Route{Filter: "#", Stream: "${topic[0]}", Key: conf.Defa
 // the unmatched policy ("live" or "reject"). An error names the route by
 // its position and filter.
 func NewRouter(routes []conf.Route, unmatched string) (*Router, error) {
-	r := &Router{}
+	return newRouter("mqtt.routes", routes, unmatched)
+}
+
+// newRouter is NewRouter for the routes at config key key (mqtt.routes,
+// or a connector's: connectors.ingest[0] (in).routes), which names them
+// in errors and messages.
+func newRouter(key string, routes []conf.Route, unmatched string) (*Router, error) {
+	r := &Router{key: key}
 	switch unmatched {
 	case "live":
 	case "reject":
@@ -65,7 +73,7 @@ func NewRouter(routes []conf.Route, unmatched string) (*Router, error) {
 	for i, cr := range routes {
 		rt, err := compileRoute(cr)
 		if err != nil {
-			return nil, fmt.Errorf("mqtt.routes[%d] (filter %q): %w", i, cr.Filter, err)
+			return nil, fmt.Errorf("%s[%d] (filter %q): %w", key, i, cr.Filter, err)
 		}
 		rt.index = i
 		r.routes = append(r.routes, rt)
@@ -74,14 +82,8 @@ func NewRouter(routes []conf.Route, unmatched string) (*Router, error) {
 }
 
 func compileRoute(cr conf.Route) (route, error) {
-	if cr.Filter == "" {
-		return route{}, errors.New("filter is missing")
-	}
-	if strings.HasPrefix(cr.Filter, "$share/") || strings.HasPrefix(cr.Filter, "$queue/") {
-		return route{}, errors.New("filter must be a topic filter, not a shared subscription")
-	}
-	if !validFilter(cr.Filter) {
-		return route{}, errors.New("filter is not a valid MQTT topic filter ('+' and '#' must be whole levels, '#' only last)")
+	if err := checkFilter(cr.Filter); err != nil {
+		return route{}, err
 	}
 	stream, err := parseTemplate(cr.Stream)
 	if err != nil {
@@ -146,11 +148,11 @@ func (r *Router) StreamFor(filter string) (Target, error) {
 			continue
 		}
 		if !covers(rt.filter, sub) {
-			return Target{}, fmt.Errorf("topics matching %q route to more than one stream: %s covers only some of them", filter, rt.describe())
+			return Target{}, fmt.Errorf("topics matching %q route to more than one stream: %s covers only some of them", filter, rt.describe(r.key))
 		}
 		stream, err := rt.stream.renderFilter(sub)
 		if err != nil {
-			return Target{}, fmt.Errorf("topics matching %q may route to more than one stream: %s names the stream by %v", filter, rt.describe(), err)
+			return Target{}, fmt.Errorf("topics matching %q may route to more than one stream: %s names the stream by %v", filter, rt.describe(r.key), err)
 		}
 		if p := cluster.NameProblem(stream); p != "" {
 			return Target{}, fmt.Errorf("topics matching %q route to %q, which is not a valid stream name: %s", filter, stream, p)
@@ -160,11 +162,52 @@ func (r *Router) StreamFor(filter string) (Target, error) {
 	return Target{}, fmt.Errorf("no route sends topics matching %q to a stream", filter)
 }
 
-func (rt *route) describe() string {
+// coverFilter fails unless one route's filter matches every topic that
+// filter (a connector's subscription) matches, so that each message it
+// brings has a route; routes covering it only together do not count. A
+// filter whose first level starts with '$' is covered only by a route
+// naming that level: '+' and '#' there match no such topic
+// [MQTT-4.7.2-1]. (A route may still fail a covered topic at runtime: its
+// stream template may render no valid stream name.)
+func (r *Router) coverFilter(filter string) error {
+	sub := strings.Split(filter, "/")
+	dollar := strings.HasPrefix(sub[0], "$")
+	filters := make([]string, len(r.routes))
+	for i, rt := range r.routes {
+		if covers(rt.filter, sub) && (!dollar || rt.filter[0] != "+" && rt.filter[0] != "#") {
+			return nil
+		}
+		filters[i] = strconv.Quote(strings.Join(rt.filter, "/"))
+	}
+	which := "the routes' filters are " + strings.Join(filters, ", ")
+	if len(r.routes) == 1 && r.routes[0].index < 0 {
+		which = `the default route's filter is "#"`
+	}
+	if dollar {
+		which += ", and a filter whose first level starts with '$' is covered only by a route naming that level"
+	}
+	return fmt.Errorf("no route covers it: every topic it matches must match one route's filter (%s)", which)
+}
+
+func (rt *route) describe(key string) string {
 	if rt.index < 0 {
 		return "the default route (# to the stream named by the first level)"
 	}
-	return fmt.Sprintf("mqtt.routes[%d] (filter %q)", rt.index, strings.Join(rt.filter, "/"))
+	return fmt.Sprintf("%s[%d] (filter %q)", key, rt.index, strings.Join(rt.filter, "/"))
+}
+
+// checkFilter checks the topic filter of a route or of a connector's
+// subscription: a valid MQTT topic filter, not a shared subscription.
+func checkFilter(filter string) error {
+	switch {
+	case filter == "":
+		return errors.New("filter is missing")
+	case strings.HasPrefix(filter, "$share/") || strings.HasPrefix(filter, "$queue/"):
+		return errors.New("filter must be a topic filter, not a shared subscription")
+	case !validFilter(filter):
+		return errors.New("filter is not a valid MQTT topic filter ('+' and '#' must be whole levels, '#' only last)")
+	}
+	return nil
 }
 
 // validFilter reports whether filter is an MQTT topic filter: not empty,
@@ -262,16 +305,21 @@ type template []part
 
 type part struct {
 	text  string // literal text, when v is ""
-	v     string // "clientid", "username", "topic" or "level"
+	v     string // "clientid", "username", "topic" or "level"; "stream" or "key" (egress)
 	level int    // for "level"
 }
 
 type vars struct {
 	clientID, username, topic string
 	levels                    []string
+	stream, key               string // of egress topic templates
 }
 
-func parseTemplate(s string) (template, error) {
+func parseTemplate(s string) (template, error) { return splitTemplate(s, parseVar) }
+
+// splitTemplate splits s into literal text and the ${…} variables, which
+// parseVar turns into parts (or refuses).
+func splitTemplate(s string, parseVar func(name string) (part, error)) (template, error) {
 	var t template
 	for s != "" {
 		i := strings.Index(s, "${")
@@ -342,6 +390,10 @@ func (t template) render(v vars) string {
 			b.WriteString(v.username)
 		case "topic":
 			b.WriteString(v.topic)
+		case "stream":
+			b.WriteString(v.stream)
+		case "key":
+			b.WriteString(v.key)
 		case "level":
 			if p.level < len(v.levels) {
 				b.WriteString(v.levels[p.level])

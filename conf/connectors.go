@@ -38,9 +38,26 @@ func (c *Config) connectorProblems(ch *checker) {
 		}
 		return key
 	}
+	// Two connections with one client ID at one broker take each other's
+	// session over, endlessly; an egress connector's clean session would
+	// even throw away an ingest connector's queued messages.
+	clients := map[string]string{}
+	sameClient := func(key string, r Remote) {
+		u, err := url.Parse(r.URL)
+		if err != nil || r.ClientID == "" {
+			return
+		}
+		id := strings.ToLower(u.Host) + " " + r.ClientID
+		if other, ok := clients[id]; ok {
+			ch.add(key+".client-id", "%q is also the client ID of %s at the same broker (%s): each would take the other's session over", r.ClientID, other, u.Host)
+			return
+		}
+		clients[id] = key
+	}
 	for i, ic := range c.Connectors.Ingest {
 		key := name("ingest", i, ic.Name)
 		ic.Remote.problems(ch, key)
+		sameClient(key, ic.Remote)
 		if len(ic.Filters) == 0 {
 			ch.add(key+".filters", "must name at least one topic filter to subscribe to")
 		}
@@ -56,6 +73,7 @@ func (c *Config) connectorProblems(ch *checker) {
 	for i, ec := range c.Connectors.Egress {
 		key := name("egress", i, ec.Name)
 		ec.Remote.problems(ch, key)
+		sameClient(key, ec.Remote)
 		if ec.Stream == "" {
 			ch.add(key+".stream", "must name the stream to publish")
 		}
@@ -99,6 +117,8 @@ func (r *Remote) problems(ch *checker, key string) {
 		ch.add(key+".url", "%q is not a URL: %v", r.URL, err)
 	} else if t, ok := RemoteSchemes[u.Scheme]; !ok {
 		ch.add(key+".url", "%q: scheme must be tcp, mqtt, ssl, tls, mqtts, ws or wss", r.URL)
+	} else if u.User != nil {
+		ch.add(key+".url", "%q: put credentials in username and password, not in the url (it is logged)", u.Redacted())
 	} else if _, _, err := splitHostPort(u.Host); err != nil {
 		ch.add(key+".url", "%q: want host:port after the scheme (%v)", r.URL, err)
 	} else {

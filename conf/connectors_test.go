@@ -88,6 +88,19 @@ func TestConnectorsValidate(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 	}
 
+	c = Default()
+	c.Connectors.Ingest = []IngestConnector{{Name: "a", Remote: Remote{URL: "tcp://user:secret@h:1883"}, Filters: []string{"x"}},
+		{Name: "b", Remote: Remote{URL: "tcp://H:1884", ClientID: "same"}, Filters: []string{"x"}}}
+	c.Connectors.Egress = []EgressConnector{{Name: "c", Remote: Remote{URL: "tcp://h:1884", ClientID: "same"}, Stream: "s"},
+		{Name: "d", Remote: Remote{URL: "tcp://other:1884", ClientID: "same"}, Stream: "s"}}
+	c.fillDerived()
+	err = c.Validate()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `connectors.ingest[0] (a).url: "tcp://user:xxxxx@h:1883": put credentials in username and password`)
+	assert.NotContains(t, err.Error(), "secret")
+	assert.Contains(t, err.Error(), `connectors.egress[0] (c).client-id: "same" is also the client ID of connectors.ingest[1] (b) at the same broker (h:1884)`)
+	assert.NotContains(t, err.Error(), "egress[1] (d).client-id", "another broker may have the same client ID")
+
 	ok := Default()
 	ok.Connectors.Ingest = []IngestConnector{{Name: "in", Remote: Remote{URL: "tcp://127.0.0.1:1883"}, Filters: []string{"#"}}}
 	ok.Connectors.Egress = []EgressConnector{{Name: "out", Remote: Remote{URL: "wss://broker:443/mqtt"}, Stream: "s"}}

@@ -41,7 +41,7 @@ var (
 const shutdownGrace = 5 * time.Second
 
 // Server is one weir node: it starts its parts in dependency order (etcd,
-// store, cluster, subscriptions, API, MQTT) and stops them in reverse.
+// store, cluster, subscriptions, API, MQTT, connectors) and stops them in reverse.
 type Server struct {
 	cfg *conf.Config
 	log *slog.Logger
@@ -58,6 +58,7 @@ type Server struct {
 	broker *broker.Broker // nil when no MQTT listener is configured
 	ingest *bridge.Ingest
 	shared *bridge.Shared
+	conns  *bridge.Connectors // nil when none are configured
 
 	grpcLis net.Listener
 	grpc    *grpc.Server
@@ -183,8 +184,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	})
 	svc.Register(s.grpc)
 	s.svc = svc
+	// The serving goroutines take their own copies: Close, after a failed
+	// Start, clears the fields while they may still be starting.
+	grpcSrv, grpcLis := s.grpc, s.grpcLis
 	go func() {
-		if err := s.grpc.Serve(s.grpcLis); err != nil {
+		if err := grpcSrv.Serve(grpcLis); err != nil {
 			s.log.Error("gRPC server stopped", "err", err)
 		}
 	}()
@@ -194,13 +198,17 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		httpSrv, httpLis := s.http, s.httpLis
 		go func() {
-			if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.log.Error("HTTP server stopped", "err", err)
 			}
 		}()
 	}
 	if err := s.startMQTT(); err != nil {
+		return err
+	}
+	if err := s.startConnectors(); err != nil {
 		return err
 	}
 	s.log.Info("weir node serving", "id", cfg.NodeID, "grpc", s.grpcLis.Addr().String(), "advertise", advertise,
@@ -250,6 +258,30 @@ func (s *Server) startMQTT() (err error) {
 		return err
 	}
 	return s.broker.Start()
+}
+
+// startConnectors starts the connectors to external brokers, if any. Each
+// connects, and retries, in the background: a broker that is down or
+// refuses the connector does not stop the node.
+func (s *Server) startConnectors() (err error) {
+	cfg := s.cfg
+	if len(cfg.Connectors.Ingest) == 0 && len(cfg.Connectors.Egress) == 0 {
+		return nil
+	}
+	if s.conns, err = bridge.NewConnectors(bridge.ConnectorsOptions{
+		Node:          s.node,
+		Subscriptions: s.subs,
+		Config:        cfg.Connectors,
+		Stream:        cfg.Stream,
+		MaxRecordSize: int(cfg.Store.MaxRecordSize),
+		Logger:        s.log,
+		Metrics:       s.reg,
+	}); err != nil {
+		return err
+	}
+	s.conns.Start()
+	s.log.Info("connectors started", "ingest", len(cfg.Connectors.Ingest), "egress", len(cfg.Connectors.Egress))
+	return nil
 }
 
 // advertised is the address clients are told to dial: the configured one,
@@ -304,7 +336,9 @@ func (s *Server) Subscriptions() *subscription.Manager { return s.subs }
 // Store is the node's store (for tests and benchmarks in this module).
 func (s *Server) Store() *store.DB { return s.db }
 
-// Close shuts down in reverse order: stop the MQTT broker (its clients are
+// Close shuts down in reverse order: stop the connectors (an ingest
+// connector acknowledges what committed; the rest its broker redelivers),
+// stop the MQTT broker (its clients are
 // disconnected; publishes it accepted still commit) and detach MQTT group
 // members, stop accepting RPCs and finish those in flight (appends are
 // never cut off half-way; long reads get shutdownGrace),
@@ -317,6 +351,10 @@ func (s *Server) Close() error {
 		s.http.Shutdown(ctx)
 		cancel()
 		s.http = nil
+	}
+	if s.conns != nil {
+		errs = append(errs, s.conns.Close())
+		s.conns = nil
 	}
 	if s.broker != nil {
 		errs = append(errs, s.broker.Close())
