@@ -10,6 +10,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weir-log/weir/conf"
 )
@@ -23,6 +24,10 @@ type Options struct {
 	Config *conf.Config
 	// Logger receives the broker's logs and mochi's. nil discards them.
 	Logger *slog.Logger
+	// Metrics, when set, gets the broker's series (weir_mqtt_connections,
+	// weir_mqtt_publishes_*, weir_mqtt_acks_*, weir_mqtt_dropped_total,
+	// …; see metrics.go). Default: none.
+	Metrics prometheus.Registerer
 }
 
 // Broker is weir's embedded MQTT broker: a mochi server with weir's
@@ -98,6 +103,17 @@ func New(opts Options) (*Broker, error) {
 	hook.maxPacketSize = maxPacketSize
 	if err := b.server.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
+	}
+	if opts.Metrics != nil {
+		// Before the bridge's hooks: OnPacketRead stops at a hook that
+		// rejects the packet.
+		mh := newMetricsHook(b.server.Info)
+		if err := mh.register(opts.Metrics); err != nil {
+			return nil, err
+		}
+		if err := b.server.AddHook(mh, nil); err != nil {
+			return nil, fmt.Errorf("broker: add metrics hook: %w", err)
+		}
 	}
 
 	for _, l := range []struct {

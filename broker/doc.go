@@ -154,4 +154,19 @@
 // but mochi sends wills without asking the ACL (or the OnPublish hooks),
 // so the broker checks the will topic when the client connects and refuses
 // a denied one with CONNACK 0x87 "not authorized" (0x05 on 3.1.1).
+//
+// # Metrics
+//
+// With Options.Metrics set, a hook added right after the auth hook (so it
+// sees every packet before a bridge hook can reject it) counts network
+// clients' connections (weir_mqtt_connections_total), PUBLISH packets in
+// and out by QoS (weir_mqtt_publishes_received_total, _sent_total), and
+// acks: those written to publishers, by packet and success or error
+// (weir_mqtt_acks_sent_total: the bridge's PUBACK/PUBREC after commit), and
+// those subscribers send (weir_mqtt_acks_received_total). mochi's own
+// counters give the clients connected now (weir_mqtt_connections),
+// subscriptions, bytes, and the messages dropped instead of delivered
+// (weir_mqtt_dropped_total{reason}: outbound_queue_full for a slow
+// subscriber, inflight_full for a full mqtt.max-inflight window). The
+// inline client is not counted.
 package broker

@@ -34,6 +34,18 @@
 // crash can take its registration back at once, while a second live node
 // with the same id is refused.
 //
-// Lock order: Node has no lock of its own; engine.mu, then Shard.mu;
+// # Metrics and readiness
+//
+// Every append reaches a shard through Shard.Propose, whichever door it came
+// in by (gRPC, the MQTT ingest hook, the ingest connectors), so this package
+// counts them, per stream: records, bytes and the latency from Propose to
+// commit (weir_stream_append_*; a deleted stream's series are dropped). The
+// loop counts proposals, refusals, leader changes and raft commit latency
+// (weir_raft_*); metrics.go has the list. Node.Ready says whether the node
+// serves its shards: started, store healthy, and no shard placed here
+// unopened or without a leader for longer than an append waits for one.
+//
+// Lock order: Node.readyMu (Ready's own state), then catalog.mu or
+// engine.mu; engine.mu, then Shard.mu;
 // catalog.mu is never held while calling out.
 package cluster

@@ -53,6 +53,7 @@ type engine struct {
 	tick          time.Duration
 	maxWait       time.Duration
 	maxRoundBytes int
+	met           *metrics // registered by Node.New when it has a registry
 
 	propc   chan *proposal
 	ctlc    chan func()
@@ -67,6 +68,11 @@ type engine struct {
 	// Owned by the loop goroutine.
 	waiting map[uint64]*proposal // by proposal id
 	parked  []*proposal          // for groups with no leader yet
+	// streamShards counts the open groups of each stream: a stream's
+	// append series are dropped when its last group closes. Both happen on
+	// the loop, so a stream deleted and created again under the same name
+	// never gets series that a deletion is about to drop.
+	streamShards map[string]int
 	// nextID is the last proposal id handed out. It starts at a random
 	// value in each incarnation of the engine: after a crash, entries that
 	// were synced but not committed commit once the group re-elects
@@ -83,11 +89,14 @@ const noLeaderWait = 3 * time.Second
 const maxYields = 8
 
 type proposal struct {
-	shard    *Shard
-	data     []byte
-	id       uint64
-	parkedAt time.Time           // when it was first held for want of a leader
-	done     chan proposalResult // buffered: the loop never blocks on it
+	shard      *Shard
+	data       []byte
+	id         uint64
+	records    int                 // the batch's batchSize, for the metrics
+	queuedAt   time.Time           // when Propose was called
+	proposedAt time.Time           // when the loop proposed it to raft
+	parkedAt   time.Time           // when it was first held for want of a leader
+	done       chan proposalResult // buffered: the loop never blocks on it
 }
 
 type proposalResult struct {
@@ -104,12 +113,14 @@ func newEngine(nodeID uint64, db *store.DB, log *slog.Logger, tick, maxWait time
 		tick:          tick,
 		maxWait:       maxWait,
 		maxRoundBytes: maxRoundBytes,
+		met:           newMetrics(),
 		propc:         make(chan *proposal, maxInflight),
 		ctlc:          make(chan func()),
 		stopc:         make(chan struct{}),
 		donec:         make(chan struct{}),
 		groups:        make(map[uint64]*Shard),
 		waiting:       make(map[uint64]*proposal),
+		streamShards:  make(map[string]int),
 		nextID:        rand.Uint64(),
 	}
 }
@@ -271,7 +282,7 @@ func (e *engine) propose(batch []*proposal) {
 	}
 	if err := e.err(); err != nil {
 		for _, p := range batch {
-			p.done <- proposalResult{err: err}
+			e.refuse(p, err)
 		}
 		return
 	}
@@ -279,7 +290,7 @@ func (e *engine) propose(batch []*proposal) {
 	for _, p := range batch {
 		s := p.shard
 		if s.removed() {
-			p.done <- proposalResult{err: fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID)}
+			e.refuse(p, fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID))
 			continue
 		}
 		if s.rn.BasicStatus().Lead == raft.None {
@@ -293,7 +304,7 @@ func (e *engine) propose(batch []*proposal) {
 				e.parked = append(e.parked, p)
 				continue
 			}
-			p.done <- proposalResult{err: fmt.Errorf("%w: shard %d has had none for %v", ErrNoLeader, s.meta.ID, noLeaderWait)}
+			e.refuse(p, fmt.Errorf("%w: shard %d has had none for %v", ErrNoLeader, s.meta.ID, noLeaderWait))
 			continue
 		}
 		ms := max(now.UnixMilli(), s.lastStamp)
@@ -304,12 +315,20 @@ func (e *engine) propose(batch []*proposal) {
 			if errors.Is(err, raft.ErrProposalDropped) {
 				err = fmt.Errorf("%w: shard %d has no leader yet", ErrNoLeader, s.meta.ID)
 			}
-			p.done <- proposalResult{err: err}
+			e.refuse(p, err)
 			continue
 		}
 		s.lastStamp = ms
+		p.proposedAt = now
+		e.met.proposals.Inc()
 		e.waiting[p.id] = p
 	}
+}
+
+// refuse answers a proposal with an error, and counts it.
+func (e *engine) refuse(p *proposal, err error) {
+	e.met.proposalsFailed.Inc()
+	p.done <- proposalResult{err: err}
 }
 
 func (e *engine) tickAll() {
@@ -351,6 +370,9 @@ func (e *engine) handleReady() {
 		}
 		rd := s.rn.Ready()
 		readies = append(readies, shardReady{s, rd})
+		if rd.SoftState != nil {
+			e.noteLeader(s, rd.SoftState.Lead)
+		}
 		if !raft.IsEmptySnap(rd.Snapshot) {
 			if err := b.ApplySnapshot(id, rd.Snapshot); err != nil && failed == nil {
 				failed = err
@@ -387,6 +409,7 @@ func (e *engine) handleReady() {
 		e.fail(fmt.Errorf("cluster: writing raft state: %w", failed))
 		return
 	}
+	now := time.Now()
 	for _, r := range readies {
 		// Standalone groups have one voter: raft sends nothing. The
 		// cluster issue adds the transport that carries r.rd.Messages.
@@ -399,7 +422,7 @@ func (e *engine) handleReady() {
 			r.s.setCommitted(r.rd.CommittedEntries[n-1].GetIndex())
 		}
 		for _, ent := range r.rd.CommittedEntries {
-			e.applyRecords(r.s, ent)
+			e.applyRecords(r.s, ent, now)
 		}
 		r.s.rn.Advance(r.rd)
 	}
@@ -430,9 +453,30 @@ func (e *engine) applyConfChange(s *Shard, ent *raftpb.Entry) *raftpb.ConfState 
 	return s.rn.ApplyConfChange(cc)
 }
 
+// noteLeader follows a group's leader as raft reports it. REQUIRES: the
+// loop goroutine.
+func (e *engine) noteLeader(s *Shard, lead uint64) {
+	prev := s.leader.Swap(lead)
+	if prev == lead {
+		return
+	}
+	if lead != raft.None {
+		e.met.leaderChanges.Inc()
+		s.leaderless.Store(0)
+	} else {
+		s.leaderless.Store(time.Now().UnixNano())
+	}
+	switch e.nodeID {
+	case prev:
+		e.met.leading.Add(-1)
+	case lead:
+		e.met.leading.Add(1)
+	}
+}
+
 // applyRecords wakes the proposer of a committed record entry, if it is
-// waiting on this node.
-func (e *engine) applyRecords(s *Shard, ent *raftpb.Entry) {
+// waiting on this node, and counts the append.
+func (e *engine) applyRecords(s *Shard, ent *raftpb.Entry, now time.Time) {
 	if ent.GetType() != raftpb.EntryNormal {
 		return
 	}
@@ -449,6 +493,10 @@ func (e *engine) applyRecords(s *Shard, ent *raftpb.Entry) {
 		return
 	}
 	delete(e.waiting, id)
+	s.met.records.Add(float64(p.records))
+	s.met.bytes.Add(float64(len(p.data) - entryHeaderBytes))
+	s.met.latency.Observe(now.Sub(p.queuedAt).Seconds())
+	e.met.commitLatency.Observe(now.Sub(p.proposedAt).Seconds())
 	p.done <- proposalResult{index: ent.GetIndex(), appendMs: ms}
 }
 
@@ -467,17 +515,17 @@ func (e *engine) fail(err error) {
 
 func (e *engine) failWaiting(err error) {
 	for _, p := range e.parked {
-		p.done <- proposalResult{err: err}
+		e.refuse(p, err)
 	}
 	e.parked = nil
 	for id, p := range e.waiting {
-		p.done <- proposalResult{err: err}
+		e.refuse(p, err)
 		delete(e.waiting, id)
 	}
 	for {
 		select {
 		case p := <-e.propc:
-			p.done <- proposalResult{err: err}
+			e.refuse(p, err)
 		default:
 			return
 		}
@@ -543,7 +591,8 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: starting raft for shard %d: %w", meta.ID, err)
 	}
-	s := &Shard{meta: meta, eng: e, log: l, rn: rn, hardState: hs, grown: make(chan struct{})}
+	s := &Shard{meta: meta, eng: e, log: l, rn: rn, hardState: hs, grown: make(chan struct{}), met: e.met.forStream(meta.Stream)}
+	s.leaderless.Store(time.Now().UnixNano())
 	s.committed = hs.GetCommit()
 	// Stamps continue from the newest stored entry, committed or not: after
 	// a crash, entries synced but not committed commit once the group has
@@ -563,21 +612,30 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 	e.mu.Lock()
 	e.groups[meta.ID] = s
 	e.mu.Unlock()
+	e.met.shards.Add(1)
+	e.streamShards[meta.Stream]++
 	return s, nil
 }
 
 // removeShard stops a shard's raft group and deletes its data, on the loop
-// goroutine; proposals still waiting for it fail.
+// goroutine; proposals still waiting for it fail. Closing a stream's last
+// open group here drops the stream's append series.
 func (e *engine) removeShard(id uint64) error {
 	s, ok := e.shard(id)
 	if ok {
 		e.mu.Lock()
 		delete(e.groups, id)
 		e.mu.Unlock()
+		e.met.shards.Add(-1)
+		if e.streamShards[s.meta.Stream]--; e.streamShards[s.meta.Stream] <= 0 {
+			delete(e.streamShards, s.meta.Stream)
+			e.met.forget(s.meta.Stream)
+		}
+		e.noteLeader(s, raft.None)
 		s.markRemoved()
 		for pid, p := range e.waiting {
 			if p.shard == s {
-				p.done <- proposalResult{err: fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, id)}
+				e.refuse(p, fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, id))
 				delete(e.waiting, pid)
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weir-log/weir/api/wire"
@@ -37,6 +38,10 @@ type Options struct {
 	MaxInflight       int           // appends queued before Append blocks; default 4096
 
 	Logger *slog.Logger // default: discard
+	// Metrics, when set, gets the append series per stream
+	// (weir_stream_append_*) and the raft series (weir_raft_*); see
+	// metrics.go. Default: none.
+	Metrics prometheus.Registerer
 }
 
 func (o Options) withDefaults() Options {
@@ -75,6 +80,11 @@ type Node struct {
 	startedAt time.Time
 	lease     clientv3.LeaseID
 
+	// readyMu guards notOpen: when Ready first saw each shard placed here
+	// in the catalog and not open (Ready's grace).
+	readyMu sync.Mutex
+	notOpen map[uint64]time.Time
+
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -97,13 +107,19 @@ func New(opts Options) (*Node, error) {
 	case !strings.HasPrefix(opts.Prefix, "/") || !strings.HasSuffix(opts.Prefix, "/"):
 		return nil, fmt.Errorf("cluster: etcd prefix %q must start and end with /", opts.Prefix)
 	}
-	return &Node{
+	n := &Node{
 		opts: opts,
 		log:  opts.Logger,
 		cat:  newCatalog(opts.Etcd, opts.Prefix),
 		eng:  newEngine(opts.Self.ID, opts.Store, opts.Logger, opts.Tick, opts.MaxWait, opts.MaxRoundBytes, opts.MaxInflight),
 		stop: make(chan struct{}),
-	}, nil
+	}
+	if opts.Metrics != nil {
+		if err := n.eng.met.register(opts.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
 }
 
 // Start registers the node, loads the catalog, opens the raft group of every
@@ -270,6 +286,69 @@ func (n *Node) hosts(s ShardMeta) bool {
 		}
 	}
 	return false
+}
+
+// Ready reports whether the node serves the shards placed on it: it has
+// started and is not closing, its store has not failed, and every shard the
+// catalog places here has its raft group open and a leader. A shard not
+// open yet, or without a leader, is a fault only once it has been so for
+// noLeaderWait (as long as an append waits for a leader): a stream being
+// created is in the catalog before its groups open, and a shard just
+// opened or between leaders elects one within that. The error names what
+// is not ready (the first few shards, and how many more).
+func (n *Node) Ready() error { return n.ready(time.Now()) }
+
+func (n *Node) ready(now time.Time) error {
+	select {
+	case <-n.stop:
+		return errors.New("the node is shutting down")
+	default:
+	}
+	if !n.eng.started.Load() {
+		return errors.New("the node has not started")
+	}
+	if err := n.eng.err(); err != nil {
+		return fmt.Errorf("the store failed, writes are refused until a restart: %w", err)
+	}
+	const named = 3
+	var bad []string
+	count := 0
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
+	missing := make(map[uint64]time.Time)
+	for _, m := range n.cat.allShards() {
+		if !n.hosts(m) {
+			continue
+		}
+		why := ""
+		if s, ok := n.eng.shard(m.ID); !ok {
+			since, seen := n.notOpen[m.ID]
+			if !seen {
+				since = now
+			}
+			missing[m.ID] = since
+			if d := now.Sub(since); d >= noLeaderWait {
+				why = fmt.Sprintf("has not been open for %v", d.Round(time.Second))
+			}
+		} else if since := s.leaderless.Load(); since != 0 && now.Sub(time.Unix(0, since)) >= noLeaderWait {
+			why = fmt.Sprintf("has had no raft leader for %v", now.Sub(time.Unix(0, since)).Round(time.Second))
+		}
+		if why == "" {
+			continue
+		}
+		if count++; count <= named {
+			bad = append(bad, fmt.Sprintf("shard %d of stream %q %s", m.ID, m.Stream, why))
+		}
+	}
+	n.notOpen = missing // forgets the shards open (or gone) since
+	if count == 0 {
+		return nil
+	}
+	msg := strings.Join(bad, "; ")
+	if count > named {
+		msg += fmt.Sprintf("; and %d more shard(s)", count-named)
+	}
+	return errors.New(msg)
 }
 
 // Self is this node's registration.

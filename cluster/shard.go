@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -16,9 +17,14 @@ import (
 // Shard is this node's replica of one shard: a raft group whose log is the
 // shard's records. Its methods are safe for concurrent use.
 type Shard struct {
-	meta ShardMeta
-	eng  *engine
-	log  *store.Log
+	meta   ShardMeta
+	eng    *engine
+	log    *store.Log
+	met    streamMetrics
+	leader atomic.Uint64 // the raft leader as last reported (0: none); written by the loop
+	// leaderless is when the shard last lost its leader, or opened without
+	// one (unix ns); 0 while it has one. Written by the loop.
+	leaderless atomic.Int64
 
 	// Owned by the engine's loop goroutine.
 	rn        *raft.RawNode
@@ -59,7 +65,8 @@ func (s *Shard) Propose(ctx context.Context, batch []byte) (*Pending, error) {
 	if err := e.err(); err != nil {
 		return nil, err
 	}
-	p := &proposal{shard: s, data: newEntryData(batch), done: make(chan proposalResult, 1)}
+	p := &proposal{shard: s, data: newEntryData(batch), records: batchRecords(batch), queuedAt: time.Now(),
+		done: make(chan proposalResult, 1)}
 	select {
 	case e.propc <- p:
 		return &Pending{p: p, eng: e}, nil

@@ -65,6 +65,9 @@ type Server struct {
 	svc     *api.Service
 	httpLis net.Listener
 	http    *http.Server
+	// serving is set once Start has finished, every listener up, and
+	// cleared when Close begins: /readyz answers 503 without it.
+	serving atomic.Bool
 }
 
 // New validates cfg and builds a Server; it does no I/O. cfg is not modified.
@@ -146,6 +149,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxRoundBytes:     int(cfg.Store.GroupCommit.MaxBytes),
 		MaxInflight:       cfg.Store.MaxInflightAppends,
 		Logger:            s.log,
+		Metrics:           s.reg,
 	}); err != nil {
 		return err
 	}
@@ -197,6 +201,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.Handle("/readyz", newReadiness(&s.serving, s.etcdCli, s.node.Ready))
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		httpSrv, httpLis := s.http, s.httpLis
 		go func() {
@@ -213,6 +218,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.log.Info("weir node serving", "id", cfg.NodeID, "grpc", s.grpcLis.Addr().String(), "advertise", advertise,
 		"mqtt", s.MQTTAddr(), "http", cfg.HTTP.Listen, "data", cfg.DataDir, "version", Version)
+	s.serving.Store(true)
 	return nil
 }
 
@@ -224,7 +230,7 @@ func (s *Server) startMQTT() (err error) {
 	if cfg.MQTT.Listen == "" && cfg.MQTT.TLSListen == "" && cfg.MQTT.WSListen == "" {
 		return nil
 	}
-	if s.broker, err = broker.New(broker.Options{Config: cfg, Logger: s.log}); err != nil {
+	if s.broker, err = broker.New(broker.Options{Config: cfg, Logger: s.log, Metrics: s.reg}); err != nil {
 		return err
 	}
 	if s.ingest, err = bridge.NewIngest(bridge.IngestOptions{
@@ -345,6 +351,7 @@ func (s *Server) Store() *store.DB { return s.db }
 // stop the raft loop after its last round, close the store (flushing it),
 // then etcd. It is safe to call more than once and after a failed Start.
 func (s *Server) Close() error {
+	s.serving.Store(false)
 	var errs []error
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -8,12 +8,15 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weir-log/weir/internal/latency"
 )
 
 // DefaultCacheSize is the pebble block cache size when Options.CacheSize is 0.
@@ -28,8 +31,10 @@ type Options struct {
 	// Logger receives the store's and pebble's log lines. Default: discard.
 	Logger *slog.Logger
 	// Metrics, if set, registers weir_store_syncs_total,
-	// weir_store_commits_total and weir_store_bytes_written_total (Stats as
-	// counters). They are unregistered by Close. Default: none.
+	// weir_store_commits_total, weir_store_bytes_written_total and
+	// weir_store_trimmed_entries_total (Stats as counters) and the
+	// weir_store_sync_latency_seconds histogram. They are unregistered by
+	// Close. Default: none.
 	Metrics prometheus.Registerer
 	// CacheSize is the size of pebble's block cache in bytes. Default:
 	// DefaultCacheSize (64 MiB).
@@ -38,9 +43,10 @@ type Options struct {
 
 // Stats counts the writes of a DB since Open.
 type Stats struct {
-	Syncs        uint64 // pebble commits that waited for an fsync of the WAL
-	Commits      uint64 // pebble batch commits, synced or not
-	BytesWritten uint64 // bytes of committed pebble batches
+	Syncs          uint64 // pebble commits that waited for an fsync of the WAL
+	Commits        uint64 // pebble batch commits, synced or not
+	BytesWritten   uint64 // bytes of committed pebble batches
+	TrimmedEntries uint64 // log entries dropped by Log.Compact (retention and trims)
 }
 
 // DB is one node's store: pebble holding the raft log and state of every
@@ -53,7 +59,8 @@ type DB struct {
 	reg     prometheus.Registerer
 	metrics []prometheus.Collector
 
-	syncs, commits, bytes atomic.Uint64
+	syncs, commits, bytes, trimmed atomic.Uint64
+	syncLatency                    prometheus.Histogram // observed whether registered or not
 
 	// closed mirrors "mu held for writing by Close" for the memory-only
 	// reads of a Log, which take no DB lock.
@@ -95,6 +102,11 @@ func Open(dir string, opts Options) (*DB, error) {
 		reg:       opts.Metrics,
 		logs:      make(map[uint64]*Log),
 		closeDone: make(chan struct{}),
+		syncLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "weir_store_sync_latency_seconds",
+			Help:    "Time a synced store commit took, WAL fsync included (one per raft round that must sync, per trim and per shard deletion).",
+			Buckets: latency.Buckets,
+		}),
 	}
 	if err := db.registerMetrics(); err != nil {
 		_ = pdb.Close()
@@ -112,9 +124,11 @@ func (db *DB) registerMetrics() error {
 			func() float64 { return float64(v.Load()) })
 	}
 	cs := []prometheus.Collector{
-		counter("weir_store_syncs_total", "Store writes that waited for a WAL fsync.", &db.syncs),
-		counter("weir_store_commits_total", "Store pebble batch commits.", &db.commits),
-		counter("weir_store_bytes_written_total", "Bytes of committed store batches.", &db.bytes),
+		counter("weir_store_syncs_total", "Store commits that waited for a WAL fsync.", &db.syncs),
+		counter("weir_store_commits_total", "Store pebble batch commits, synced or not.", &db.commits),
+		counter("weir_store_bytes_written_total", "Bytes of committed store batches (raft entries, hard states, trims).", &db.bytes),
+		counter("weir_store_trimmed_entries_total", "Raft log entries dropped from the store by retention and trims (log compaction).", &db.trimmed),
+		db.syncLatency,
 	}
 	for i, c := range cs {
 		if err := db.reg.Register(c); err != nil {
@@ -155,7 +169,7 @@ func (db *DB) Close() error {
 
 // Stats returns the write counters.
 func (db *DB) Stats() Stats {
-	return Stats{Syncs: db.syncs.Load(), Commits: db.commits.Load(), BytesWritten: db.bytes.Load()}
+	return Stats{Syncs: db.syncs.Load(), Commits: db.commits.Load(), BytesWritten: db.bytes.Load(), TrimmedEntries: db.trimmed.Load()}
 }
 
 // Log returns the raft.Storage of shard, loading its state from disk on the
@@ -337,12 +351,17 @@ func (db *DB) apply(b *pebble.Batch, sync bool) error {
 	if sync {
 		wo = pebble.Sync
 	}
+	var start time.Time
+	if sync {
+		start = time.Now()
+	}
 	if err := db.pdb.Apply(b, wo); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	db.commits.Add(1)
 	db.bytes.Add(n)
 	if sync {
+		db.syncLatency.Observe(time.Since(start).Seconds())
 		db.syncs.Add(1)
 	}
 	return nil

@@ -6,7 +6,10 @@
 // # What it owns
 //
 //   - DB: the pebble instance of the node (one directory, one WAL, one block
-//     cache) and the write counters (Stats, and Prometheus counters).
+//     cache) and the write counters (Stats, and as Prometheus series
+//     weir_store_syncs_total, _commits_total, _bytes_written_total,
+//     _trimmed_entries_total and the weir_store_sync_latency_seconds
+//     histogram of synced commits).
 //   - Log: one shard's raft.Storage. It answers raft (InitialState, Entries,
 //     Term, FirstIndex, LastIndex, Snapshot) and readers of committed entries
 //     (Entries, Scan), and trims the log (Compact).

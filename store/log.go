@@ -318,6 +318,7 @@ func (l *Log) Compact(index uint64) error {
 	if err := db.apply(b, true); err != nil {
 		return err
 	}
+	db.trimmed.Add(index + 1 - l.first)
 	l.first, l.truncTerm = index+1, term
 	l.cache.dropThrough(index)
 	return nil

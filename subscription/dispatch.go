@@ -236,6 +236,8 @@ func (o *owner) serve(s *shardState, now time.Time) bool {
 		s.order = append(s.order, e.Index)
 		s.next = e.Index + 1
 		o.outstanding += n
+		o.seenBatches++
+		o.seenRecords += uint64(n)
 		o.deliver(s, b, e, nil, now)
 		delivered = true
 	}

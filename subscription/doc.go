@@ -78,6 +78,25 @@
 // past that point, it continues at the first entry still stored, and logs and
 // counts the gap.
 //
+// # Metrics
+//
+// Per subscription, on the node that owns it (Options.Metrics): records
+// delivered, redelivered and acked, acks ignored and repeated, gaps
+// (weir_subscription_*_total), and the lag, which the owner updates every
+// 10 s (lagEvery; first at its first tick): weir_subscription_lag_records,
+// the records committed and not yet acknowledged, and
+// weir_subscription_lag_seconds, the age of the oldest of them (0 when
+// caught up). The records delivered and unacked are counted exactly; those
+// not delivered yet are estimated from one entry read per shard, the
+// oldest undelivered: (commit index - its index + 1) × the average records
+// per batch the owner has delivered, or that entry's batch size before it
+// has delivered any. Raft's own entries in that range count as batches, so
+// the estimate is exact when every batch holds the same number of records
+// and raft added no entries since. An owner whose subscription was deleted
+// stops updating its lag and drops those series at its next tick; the
+// Manager drops all of a deleted subscription's series when it stops the
+// owner.
+//
 // # Lifecycle
 //
 // Owners start on the first attach and run until the node closes (persisting

@@ -87,6 +87,8 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 	met  *metrics
+	// lagEvery is lagEvery; tests shorten it before the first attach.
+	lagEvery time.Duration
 
 	// mu guards owners and closed. It is held while an owner starts (which
 	// reads etcd) and stops, so an attach never races a delete.
@@ -109,7 +111,7 @@ func New(opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{src: opts.Source, opts: opts, log: opts.Logger, met: newMetrics(), owners: make(map[string]*owner)}
+	m := &Manager{src: opts.Source, opts: opts, log: opts.Logger, met: newMetrics(), owners: make(map[string]*owner), lagEvery: lagEvery}
 	if opts.Metrics != nil {
 		if err := m.met.register(opts.Metrics); err != nil {
 			return nil, err
@@ -284,11 +286,16 @@ type metrics struct {
 	delivered, redelivered, acked, ignored, dupAcks, gaps, checkpoints atomic.Uint64
 
 	deliveredVec, redeliveredVec, ackedVec, ignoredVec, dupAcksVec, gapsVec *prometheus.CounterVec
+	lagRecordsVec, lagSecondsVec                                            *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
 	vec := func(name, help string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "weir", Subsystem: "subscription", Name: name, Help: help},
+			[]string{"subscription"})
+	}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "weir", Subsystem: "subscription", Name: name, Help: help},
 			[]string{"subscription"})
 	}
 	return &metrics{
@@ -298,11 +305,16 @@ func newMetrics() *metrics {
 		ignoredVec:     vec("ignored_acks_total", "Acks of records never delivered, ignored."),
 		dupAcksVec:     vec("duplicate_acks_total", "Acks of records already acknowledged."),
 		gapsVec:        vec("gaps_total", "Times retention trimmed records before the subscription delivered them."),
+		lagRecordsVec: gauge("lag_records",
+			"Records committed to the subscription's stream and not yet acknowledged: delivered and unacked (exact) plus an estimate of those not delivered yet: per shard, the log entries from the oldest undelivered through the commit index times the average records per batch the owner has delivered (the oldest undelivered batch's size before it has delivered any). Updated every 10 s while this node owns the subscription."),
+		lagSecondsVec: gauge("lag_seconds",
+			"Age of the oldest record of the subscription's stream not yet acknowledged (0 when caught up). Updated every 10 s while this node owns the subscription."),
 	}
 }
 
 func (mt *metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{mt.deliveredVec, mt.redeliveredVec, mt.ackedVec, mt.ignoredVec, mt.dupAcksVec, mt.gapsVec} {
+	for _, c := range []prometheus.Collector{mt.deliveredVec, mt.redeliveredVec, mt.ackedVec, mt.ignoredVec, mt.dupAcksVec, mt.gapsVec,
+		mt.lagRecordsVec, mt.lagSecondsVec} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("subscription: registering metrics: %w", err)
 		}
@@ -336,9 +348,10 @@ func (c counter) add(n int) {
 	}
 }
 
-// subCounters are an owner's counters, looked up once.
+// subCounters are an owner's counters and gauges, looked up once.
 type subCounters struct {
 	delivered, redelivered, acked, ignored, dupAcks, gaps counter
+	lagRecords, lagSeconds                                prometheus.Gauge
 }
 
 func (mt *metrics) forSubscription(id string) subCounters {
@@ -349,6 +362,8 @@ func (mt *metrics) forSubscription(id string) subCounters {
 		ignored:     counter{&mt.ignored, mt.ignoredVec.WithLabelValues(id)},
 		dupAcks:     counter{&mt.dupAcks, mt.dupAcksVec.WithLabelValues(id)},
 		gaps:        counter{&mt.gaps, mt.gapsVec.WithLabelValues(id)},
+		lagRecords:  mt.lagRecordsVec.WithLabelValues(id),
+		lagSeconds:  mt.lagSecondsVec.WithLabelValues(id),
 	}
 }
 
@@ -357,4 +372,6 @@ func (mt *metrics) forget(id string) {
 	for _, v := range []*prometheus.CounterVec{mt.deliveredVec, mt.redeliveredVec, mt.ackedVec, mt.ignoredVec, mt.dupAcksVec, mt.gapsVec} {
 		v.DeleteLabelValues(id)
 	}
+	mt.lagRecordsVec.DeleteLabelValues(id)
+	mt.lagSecondsVec.DeleteLabelValues(id)
 }

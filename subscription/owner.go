@@ -28,6 +28,10 @@ const (
 	saveTimeout = 5 * time.Second
 	// handoffRecheck spaces the checks of a moved shard's held batches.
 	handoffRecheck = 20 * time.Millisecond
+	// lagEvery is how often an owner updates its lag gauges (the first
+	// update comes at its first tick). Each update reads at most one
+	// entry per shard (updateLag).
+	lagEvery = 10 * time.Second
 )
 
 // owner holds the whole state of one subscription on this node and runs it
@@ -64,6 +68,10 @@ type owner struct {
 	timeouts      []timeout
 	persisted     map[uint64]uint64 // the last checkpoint saved
 	lastReconcile time.Time
+	lastLag       time.Time
+	lagDropped    bool   // the lag series were deleted while retired
+	seenBatches   uint64 // batches delivered for the first time, for the lag estimate
+	seenRecords   uint64 // their records
 }
 
 // timeout is when a delivery of a batch expires; gen tells a stale entry
@@ -185,6 +193,10 @@ func (o *owner) run() {
 			if now.Sub(o.lastReconcile) >= reconcileEvery {
 				o.lastReconcile = now
 				o.reconcile()
+			}
+			if now.Sub(o.lastLag) >= o.m.lagEvery {
+				o.lastLag = now
+				o.updateLag(now)
 			}
 		case now := <-saves.C:
 			o.save(now)
@@ -417,4 +429,73 @@ func (o *owner) save(now time.Time) {
 	}
 	o.persisted = cp
 	o.m.met.checkpoints.Add(1)
+}
+
+// updateLag sets the subscription's lag gauges: the records committed to
+// its shards and not yet acknowledged, and the age of the oldest of them.
+// Records delivered and unacked (due again included) are counted exactly.
+// Those not delivered yet are estimated, reading at most one entry per
+// shard, the oldest undelivered: its index gap to the shard's commit index
+// (undelivered index + 1 through committed, both included) times the
+// average records per batch this owner has delivered (that entry's own
+// batch size while it has delivered none). Raft's own entries in the gap
+// count as batches; reading them all every update would cost a read of the
+// whole backlog. A shard whose read fails is left out until the next
+// update.
+//
+// A retired owner (its subscription deleted, or the node closing) leaves
+// the gauges alone and drops its lag series once: a subscription created
+// again under the same id gets its own owner and series.
+func (o *owner) updateLag(now time.Time) {
+	if o.retired.Load() {
+		if !o.lagDropped {
+			o.lagDropped = true
+			o.m.met.lagRecordsVec.DeleteLabelValues(o.id)
+			o.m.met.lagSecondsVec.DeleteLabelValues(o.id)
+		}
+		return
+	}
+	if o.lagDropped { // retiring failed: the subscription lives on
+		o.lagDropped = false
+		o.met.lagRecords = o.m.met.lagRecordsVec.WithLabelValues(o.id)
+		o.met.lagSeconds = o.m.met.lagSecondsVec.WithLabelValues(o.id)
+	}
+	records := float64(o.outstanding)
+	var oldest time.Time
+	older := func(t time.Time) {
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	for _, id := range o.shardIDs {
+		s := o.shards[id]
+		if s.gone {
+			continue
+		}
+		if b, ok := s.inflight[s.checkpoint()]; ok && b.last != nil {
+			older(b.last.entry.AppendTime) // the oldest unacked: entries are in append time order
+		}
+		committed, _ := s.log.Committed()
+		if s.waiting || s.next > committed {
+			continue // caught up: nothing undelivered
+		}
+		ents, err := s.log.Read(s.next, 1, 1) // one entry, whatever its size
+		if err != nil || len(ents) == 0 || ents[0].Index > committed {
+			continue
+		}
+		older(ents[0].AppendTime)
+		perBatch := 0.0
+		if o.seenBatches > 0 {
+			perBatch = float64(o.seenRecords) / float64(o.seenBatches)
+		} else if n, err := batchSize(ents[0].Batch); err == nil {
+			perBatch = float64(n)
+		}
+		records += float64(committed-ents[0].Index+1) * perBatch
+	}
+	o.met.lagRecords.Set(records)
+	lag := 0.0
+	if !oldest.IsZero() {
+		lag = max(now.Sub(oldest).Seconds(), 0)
+	}
+	o.met.lagSeconds.Set(lag)
 }
