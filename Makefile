@@ -7,7 +7,7 @@ ARGS    ?=
 PKGS    ?= ./...
 BENCH   ?= .
 
-.PHONY: build run test proto bench lint clean
+.PHONY: build run test proto bench bench-peers lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/weir
@@ -32,6 +32,13 @@ proto:
 
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(PKGS)
+
+# weir against a bare mochi broker, Mosquitto and NATS (MQTT + JetStream) on
+# this machine, the same `weir bench mqtt` load (QoS 1, 256 B, 50 clients);
+# installs missing peers with apt-get. Takes minutes: BENCH_SECONDS (default
+# 30) per peer. See docs/performance.md.
+bench-peers:
+	BENCH_SECONDS=$(or $(BENCH_SECONDS),30) GO=$(GO) scripts/bench-peers
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

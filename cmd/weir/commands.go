@@ -39,6 +39,7 @@ func addClientCommands(root *cobra.Command) {
 		newReadCmd(g),
 		newSubCmd(g),
 		newConsumeCmd(g),
+		newBenchCmd(g),
 	} {
 		f := cmd.PersistentFlags()
 		f.StringVar(&g.addr, "addr", addrDefault, "server host:port, or a url of several: hstream://h1:6570,h2:6570 (hstreams:// for TLS) (env WEIR_ADDR)")
