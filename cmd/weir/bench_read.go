@@ -212,21 +212,7 @@ delivered, with append-to-delivery latency (from the time in each record's
 first 8 bytes); the second is the append side, with Append-to-ack latency.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.validate(); err != nil {
-				return err
-			}
-			if err := checkRun(f.duration, f.count); err != nil {
-				return err
-			}
-			duration := runDuration(cmd, f.duration)
-			ctx, stop := interruptible(cmd)
-			defer stop()
-			return g.run(ctx, func(ctx context.Context, c *client.Client) error {
-				streams, err := setupStreams(ctx, c, f, false)
-				if err != nil {
-					return err
-				}
-				defer streams.cleanup(c, f.keep)
+			return f.runTimed(cmd, g, func(ctx context.Context, c *client.Client, streams *benchStreams, duration time.Duration) error {
 				offset := hstreampb.SpecialOffset_EARLIEST
 				for _, created := range streams.created {
 					if !created {

@@ -389,3 +389,26 @@ func (bc *benchConsumers) stop() {
 		_ = bc.c.DeleteSubscription(ctx, sub, true)
 	}
 }
+
+// runTimed checks the flags of a run that writes (write, writeread), sets
+// its streams up and calls body with them and the run's duration; the
+// streams are cleaned up afterwards (unless --keep).
+func (f *streamBenchFlags) runTimed(cmd *cobra.Command, g *clientFlags, body func(ctx context.Context, c *client.Client, streams *benchStreams, duration time.Duration) error) error {
+	if err := f.validate(); err != nil {
+		return err
+	}
+	if err := checkRun(f.duration, f.count); err != nil {
+		return err
+	}
+	duration := runDuration(cmd, f.duration)
+	ctx, stop := interruptible(cmd)
+	defer stop()
+	return g.run(ctx, func(ctx context.Context, c *client.Client) error {
+		streams, err := setupStreams(ctx, c, f, false)
+		if err != nil {
+			return err
+		}
+		defer streams.cleanup(c, f.keep)
+		return body(ctx, c, streams, duration)
+	})
+}

@@ -26,24 +26,10 @@ its result. The report counts acknowledged records only; failed ones are
 errors. The streams are deleted at the end unless --keep.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.validate(); err != nil {
-				return err
-			}
-			if err := checkRun(f.duration, f.count); err != nil {
-				return err
-			}
-			duration := runDuration(cmd, f.duration)
-			ctx, stop := interruptible(cmd)
-			defer stop()
-			return g.run(ctx, func(ctx context.Context, c *client.Client) error {
-				streams, err := setupStreams(ctx, c, f, false)
-				if err != nil {
-					return err
-				}
-				defer streams.cleanup(c, f.keep)
+			return f.runTimed(cmd, g, func(ctx context.Context, c *client.Client, streams *benchStreams, duration time.Duration) error {
 				rec := bench.NewRecorder()
 				stopProgress := f.out.progress(cmd, rec, "write")
-				err = writeAll(ctx, c, f, streams.names, bench.NewLimit(f.count, duration, f.rate), rec)
+				err := writeAll(ctx, c, f, streams.names, bench.NewLimit(f.count, duration, f.rate), rec)
 				stopProgress()
 				if err != nil {
 					return err
