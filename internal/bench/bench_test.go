@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/weir-log/weir/internal/syncbuf"
 )
 
 func TestRecorderReport(t *testing.T) {
@@ -67,7 +69,7 @@ func TestRecorderClampsAndIntervals(t *testing.T) {
 func TestProgress(t *testing.T) {
 	r := NewRecorder()
 	r.Record(time.Millisecond, 1000)
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { Progress(ctx, &buf, r, "write", 20*time.Millisecond); close(done) }()
@@ -76,23 +78,6 @@ func TestProgress(t *testing.T) {
 	<-done
 	require.Contains(t, buf.String(), "write ")
 	require.Contains(t, buf.String(), "errors 0")
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestLimit(t *testing.T) {

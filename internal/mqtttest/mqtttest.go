@@ -52,6 +52,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/weir-log/weir/broker"
+	"github.com/weir-log/weir/internal/syncbuf"
 )
 
 // Kind is a kind of broker.
@@ -90,7 +91,7 @@ type Broker struct {
 	URL  string // tcp://127.0.0.1:port
 
 	opts Options
-	log  *logBuffer // mochi's log; mosquitto's stdout and stderr
+	log  *syncbuf.Buffer // mochi's log; mosquitto's stdout and stderr
 
 	mu        sync.Mutex
 	running   bool
@@ -116,7 +117,7 @@ func Start(t testing.TB, k Kind, opts Options) *Broker {
 			t.Fatalf("mqtttest: user %q: empty usernames and passwords are not supported", u)
 		}
 	}
-	b := &Broker{Kind: k, opts: opts, log: &logBuffer{}}
+	b := &Broker{Kind: k, opts: opts, log: &syncbuf.Buffer{}}
 	switch k {
 	case Mosquitto:
 		b.bin = requireMosquitto(t)
@@ -706,22 +707,4 @@ func sortedUsers(users map[string]string) []string {
 	}
 	slices.Sort(us)
 	return us
-}
-
-// logBuffer is an io.Writer safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
