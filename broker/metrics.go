@@ -79,16 +79,6 @@ func newMetricsHook(info *system.Info) *metricsHook {
 			Help: "MQTT subscriptions (topic filters of connected and persistent sessions) the broker holds.",
 		}, load(&info.Subscriptions)),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "weir_mqtt_dropped_total",
-			Help:        "Messages the broker dropped instead of delivering: outbound_queue_full (the subscriber's write queue was full: a slow subscriber), inflight_full (its QoS 1/2 in-flight window, mqtt.max-inflight, was full).",
-			ConstLabels: prometheus.Labels{"reason": "outbound_queue_full"},
-		}, load(&info.MessagesDropped)),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "weir_mqtt_dropped_total",
-			Help:        "Messages the broker dropped instead of delivering: outbound_queue_full (the subscriber's write queue was full: a slow subscriber), inflight_full (its QoS 1/2 in-flight window, mqtt.max-inflight, was full).",
-			ConstLabels: prometheus.Labels{"reason": "inflight_full"},
-		}, load(&info.InflightDropped)),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "weir_mqtt_received_bytes_total",
 			Help: "Bytes read from MQTT connections.",
 		}, load(&info.BytesReceived)),
@@ -96,6 +86,16 @@ func newMetricsHook(info *system.Info) *metricsHook {
 			Name: "weir_mqtt_sent_bytes_total",
 			Help: "Bytes written to MQTT connections.",
 		}, load(&info.BytesSent)),
+	}
+	for _, d := range []struct {
+		reason string
+		count  *int64
+	}{{"outbound_queue_full", &info.MessagesDropped}, {"inflight_full", &info.InflightDropped}} {
+		h.collectors = append(h.collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "weir_mqtt_dropped_total",
+			Help:        "Messages the broker dropped instead of delivering: outbound_queue_full (the subscriber's write queue was full: a slow subscriber), inflight_full (its QoS 1/2 in-flight window, mqtt.max-inflight, was full).",
+			ConstLabels: prometheus.Labels{"reason": d.reason},
+		}, load(d.count)))
 	}
 	return h
 }
