@@ -20,7 +20,7 @@ run: build
 test:
 	$(GO) test -race -timeout 25m $(PKGS)
 
-# Regenerates api/hstreampb from api/proto/hstream.proto with the plugin
+# Regenerates api/hstreampb and api/peerpb from api/proto/*.proto with the plugin
 # versions pinned in go.mod's tool block.
 proto:
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler"; exit 1; }
@@ -29,6 +29,10 @@ proto:
 		--go_out=api/hstreampb --go_opt=paths=source_relative \
 		--go-grpc_out=api/hstreampb --go-grpc_opt=paths=source_relative \
 		api/proto/hstream.proto
+	PATH=$(CURDIR)/bin:$$PATH protoc -I api/proto \
+		--go_out=api/peerpb --go_opt=paths=source_relative \
+		--go-grpc_out=api/peerpb --go-grpc_opt=paths=source_relative \
+		api/proto/peer.proto
 
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(PKGS)
