@@ -12,12 +12,13 @@ import (
 // test keeps those defaults equal to Default()'s. See the package doc for
 // how the file, WEIR_* environment variables and flags are layered.
 type Config struct {
-	NodeID  uint64 `yaml:"node-id" doc:"this node's ID in the cluster, unique per node and never reused; at least 1 (default 1)"`
-	DataDir string `yaml:"data-dir" doc:"directory holding the store and, unless etcd.embedded.dir is set, the embedded etcd (default ./data)"`
-	GRPC    GRPC   `yaml:"grpc"`
-	MQTT    MQTT   `yaml:"mqtt"`
-	HTTP    HTTP   `yaml:"http"`
-	Etcd    Etcd   `yaml:"etcd"`
+	NodeID  uint64  `yaml:"node-id" doc:"this node's ID in the cluster, unique per node and never reused; from 1 to 65535 (default 1)"`
+	DataDir string  `yaml:"data-dir" doc:"directory holding the store and, unless etcd.embedded.dir is set, the embedded etcd (default ./data)"`
+	GRPC    GRPC    `yaml:"grpc"`
+	MQTT    MQTT    `yaml:"mqtt"`
+	HTTP    HTTP    `yaml:"http"`
+	Etcd    Etcd    `yaml:"etcd"`
+	Cluster Cluster `yaml:"cluster"`
 
 	// TLS, with HStreamDB's key names; wired up by a later issue. While
 	// EnableTLS is true the key and certificate must be set and exist; the
@@ -189,6 +190,27 @@ type Etcd struct {
 	LeaseTTL    time.Duration `yaml:"lease-ttl" doc:"TTL of the lease that keeps this node registered; whole seconds, at least 2s (default 10s)"`
 }
 
+// Cluster configures this node's part in a cluster of nodes: its share of
+// the load, how placement bounds every node's load, when an unavailable node
+// is given up on, and how long metadata operations wait for etcd.
+type Cluster struct {
+	// Weight is relative: a node of weight 2 gets about twice the replicas
+	// and subscription owners of a node of weight 1, whatever the sum.
+	Weight float64 `yaml:"weight" doc:"this node's share of replicas and subscription owners relative to the others; more than 0 (default 1)"`
+	// LoadBound is the c of consistent hashing with bounded loads: a node
+	// whose weighted share is s never carries more than c*s of the items.
+	// Near 1 spreads items evenly but moves more of them when a node joins
+	// or leaves; 10 is past any useful value.
+	LoadBound float64 `yaml:"load-bound" doc:"the c of consistent hashing with bounded loads: no node carries more than c times its weighted share of replicas or subscription owners; more than 1, at most 10 (default 1.25)"`
+	// DeadAfter should be well over the longest restart or network
+	// partition a node is expected to come back from: re-placing a dead
+	// node's replicas copies their data to other nodes.
+	DeadAfter time.Duration `yaml:"dead-after" doc:"how long a node may stay unavailable before it counts as dead and its replicas are re-placed on other nodes; at least 1s (default 5m)"`
+	// MetadataTimeout bounds metadata operations only: appends and reads of
+	// existing shards need no etcd and go on while it is unreachable.
+	MetadataTimeout time.Duration `yaml:"metadata-timeout" doc:"how long a metadata operation (creating a stream, a subscription, a reader, ...) waits for etcd before it fails with Unavailable (default 5s)"`
+}
+
 // EmbeddedEtcd configures the etcd started in-process when Etcd.Endpoints
 // is empty. Its ports are not etcd's 2379/2380, so a system etcd does not
 // clash with it.
@@ -270,6 +292,12 @@ func Default() *Config {
 			DialTimeout: 5 * time.Second,
 			LeaseTTL:    10 * time.Second,
 		},
+		Cluster: Cluster{
+			Weight:          1,
+			LoadBound:       1.25,
+			DeadAfter:       5 * time.Minute,
+			MetadataTimeout: 5 * time.Second,
+		},
 		Stream: StreamDefaults{
 			ReplicationFactor: 1,
 			ShardCount:        1,
@@ -337,6 +365,10 @@ func (c *Config) WithDefaults() *Config {
 	fill(&n.Etcd.Prefix, d.Etcd.Prefix)
 	fill(&n.Etcd.DialTimeout, d.Etcd.DialTimeout)
 	fill(&n.Etcd.LeaseTTL, d.Etcd.LeaseTTL)
+	fill(&n.Cluster.Weight, d.Cluster.Weight)
+	fill(&n.Cluster.LoadBound, d.Cluster.LoadBound)
+	fill(&n.Cluster.DeadAfter, d.Cluster.DeadAfter)
+	fill(&n.Cluster.MetadataTimeout, d.Cluster.MetadataTimeout)
 	fill(&n.Stream.ReplicationFactor, d.Stream.ReplicationFactor)
 	fill(&n.Stream.ShardCount, d.Stream.ShardCount)
 	fill(&n.Store.MaxRecordSize, d.Store.MaxRecordSize)

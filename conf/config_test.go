@@ -44,13 +44,15 @@ func TestKeyNames(t *testing.T) {
 		"etcd.embedded.client-listen":  {"WEIR_ETCD_EMBEDDED_CLIENT_LISTEN", "etcd-embedded-client-listen"},
 		"store.group-commit.max-bytes": {"WEIR_STORE_GROUP_COMMIT_MAX_BYTES", "store-group-commit-max-bytes"},
 		"enable-tls":                   {"WEIR_ENABLE_TLS", "enable-tls"},
+		"cluster.load-bound":           {"WEIR_CLUSTER_LOAD_BOUND", "cluster-load-bound"},
+		"cluster.metadata-timeout":     {"WEIR_CLUSTER_METADATA_TIMEOUT", "cluster-metadata-timeout"},
 	} {
 		k := keyByPath[path]
 		require.NotNil(t, k, path)
 		assert.Equal(t, want[0], k.env)
 		assert.Equal(t, want[1], k.flag)
 	}
-	assert.Len(t, keys, 48)
+	assert.Len(t, keys, 52)
 }
 
 func TestCloneIsDeep(t *testing.T) {

@@ -39,7 +39,9 @@
 // Each field's doc tag is its documentation and its flag's usage text, and
 // ends with its default. Lists (etcd.endpoints) are YAML sequences, and
 // comma-separated in env and flags. Sizes (ByteSize) take bytes or
-// "512KiB", "1MiB", "8MB"; durations take Go syntax ("10s", "168h").
+// "512KiB", "1MiB", "8MB"; durations take Go syntax ("10s", "168h");
+// fractional numbers (cluster.weight, cluster.load-bound) take decimals
+// ("1.25").
 //
 // Unknown YAML keys and WEIR_* variables that match no key are errors
 // (WEIR_CONFIG excepted; the command owns it along with --config), so a

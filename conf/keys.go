@@ -34,6 +34,9 @@ var envReserved = map[string]bool{
 	"WEIR_TEST_LOG": true, // the test harness's log level
 
 	"WEIR_REQUIRE_MOSQUITTO": true, // CI: the MQTT interop test must not skip
+
+	"WEIR_BENCH_CLUSTER":          true, // test/: run the standalone vs. RF 3 benchmark
+	"WEIR_BENCH_CLUSTER_DURATION": true, // test/: its length per run
 }
 
 var (
@@ -168,6 +171,15 @@ func (k *key) parse(text string) (reflect.Value, error) {
 				return v, numError(text, err)
 			}
 			v.SetInt(n)
+		case reflect.Float64:
+			f, err := strconv.ParseFloat(strings.TrimSpace(text), 64)
+			if err != nil {
+				if errors.Is(err, strconv.ErrRange) {
+					return v, fmt.Errorf("%q is out of range", text)
+				}
+				return v, fmt.Errorf("invalid number %q (want a decimal number like 1.5)", text)
+			}
+			v.SetFloat(f)
 		default:
 			panic("conf: key " + k.path + " has unsupported type " + k.typ.String())
 		}

@@ -124,6 +124,13 @@ etcd:
 				c.GRPC.Advertise = c.GRPC.Listen
 				c.EnableTLS, c.TLSKeyPath, c.TLSCertPath = true, os.Args[0], os.Args[0]
 			}},
+		{name: "cluster keys from each source", file: "cluster:\n  weight: 2.5\n  load-bound: 1.1\n  dead-after: 10m\n",
+			env:  []string{"WEIR_CLUSTER_LOAD_BOUND=1.5", "WEIR_CLUSTER_METADATA_TIMEOUT=2s"},
+			args: []string{"--cluster-weight=0.5"},
+			expect: func(c *Config) {
+				c.GRPC.Advertise = c.GRPC.Listen
+				c.Cluster = Cluster{Weight: 0.5, LoadBound: 1.5, DeadAfter: 10 * time.Minute, MetadataTimeout: 2 * time.Second}
+			}},
 		{name: "empty file and null sections", file: "# nothing\ngrpc:\nstore:\n", expect: func(c *Config) { c.GRPC.Advertise = c.GRPC.Listen }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -192,6 +199,11 @@ etcd:
 		{name: "wrong shapes", file: "grpc: 5\netcd:\n  endpoints: a:2379\nlog:\n  level: [debug]\nnode-id: 1\nnode-id: 2\n",
 			want: []string{"grpc (", "must be a mapping", "etcd.endpoints (", "must be a list", "log.level (", "must be a single value", "node-id (", "set twice (first on line 6)"},
 			keys: []string{"grpc", "etcd.endpoints", "log.level", "node-id"}},
+		{name: "bad cluster numbers", file: "cluster:\n  weight: heavy\n  load-bound: 1\n", env: []string{"WEIR_CLUSTER_DEAD_AFTER=5"},
+			want: []string{`cluster.weight (`, `weir.yaml:2): invalid number "heavy" (want a decimal number like 1.5)`,
+				`cluster.load-bound (`, `weir.yaml:3): must be more than 1 and at most 10, not 1`,
+				`cluster.dead-after (env WEIR_CLUSTER_DEAD_AFTER): invalid duration "5"`},
+			keys: []string{"cluster.weight", "cluster.dead-after", "cluster.load-bound"}},
 		{name: "not a mapping", file: "- a\n- b\n", want: []string{"the top level must be a mapping"}, keys: []string{""}},
 		{name: "syntax error", file: "grpc:\n  listen: [\n", want: []string{"weir.yaml: yaml:"}, keys: []string{""}},
 		{name: "two documents", file: "node-id: 1\n---\nnode-id: 2\n", want: []string{"want one YAML document"}, keys: []string{""}},

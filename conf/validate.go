@@ -3,6 +3,7 @@ package conf
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -22,17 +23,26 @@ func (c *Config) Validate() error { return c.problems().err() }
 // entry and one pebble batch, and gRPC messages are capped below 2GiB.
 const maxBatchSize = 1 * GiB
 
+// maxLoadBound caps cluster.load-bound: with c = 10 a node may already
+// carry ten times its share, which is no bound worth the name.
+const maxLoadBound = 10
+
 type checker struct{ probs Problems }
 
 func (ch *checker) add(key, format string, args ...any) {
 	ch.probs = append(ch.probs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 }
 
+// maxNodeID is cluster.MaxNodeID (conf imports none of weir's packages).
+const maxNodeID = 1<<16 - 1
+
 // problems lists what is wrong with c, in key order.
 func (c *Config) problems() Problems {
 	var ch checker
 	if c.NodeID < 1 {
 		ch.add("node-id", "must be at least 1")
+	} else if c.NodeID > maxNodeID {
+		ch.add("node-id", "must be at most %d, not %d", maxNodeID, c.NodeID)
 	}
 	if c.DataDir == "" {
 		ch.add("data-dir", "must be set")
@@ -95,6 +105,8 @@ func (c *Config) problems() Problems {
 	case ttl%time.Second != 0:
 		ch.add("etcd.lease-ttl", "must be whole seconds (etcd leases are), not %s", formatDuration(ttl))
 	}
+
+	c.Cluster.problems(&ch)
 
 	if c.EnableTLS || c.MQTT.TLSListen != "" {
 		ch.file("tls-key-path", c.TLSKeyPath, true)
@@ -214,6 +226,24 @@ func (m *MQTT) problems(ch *checker) {
 	}
 	if u := m.Shared.MaxUnacked; u < 1 || u > 1_000_000 {
 		ch.add("mqtt.shared.max-unacked", "must be from 1 to 1000000, not %d", u)
+	}
+}
+
+func (cl *Cluster) problems(ch *checker) {
+	// The comparisons are written so NaN fails them too ("nan" parses as
+	// a float); infinities are refused separately, as no share or bound
+	// can be infinite.
+	if w := cl.Weight; !(w > 0) || math.IsInf(w, 0) {
+		ch.add("cluster.weight", "must be a number more than 0, not %v", w)
+	}
+	if c := cl.LoadBound; !(c > 1 && c <= maxLoadBound) {
+		ch.add("cluster.load-bound", "must be more than 1 and at most %v, not %v", maxLoadBound, c)
+	}
+	if d := cl.DeadAfter; d < time.Second {
+		ch.add("cluster.dead-after", "must be at least 1s, not %s", formatDuration(d))
+	}
+	if d := cl.MetadataTimeout; d <= 0 {
+		ch.add("cluster.metadata-timeout", "must be positive, not %s", formatDuration(d))
 	}
 }
 

@@ -2,6 +2,7 @@ package conf
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -101,6 +102,18 @@ func TestValidate(t *testing.T) {
 		}, wantKeys: []string{"etcd.prefix", "etcd.dial-timeout", "etcd.lease-ttl"}, wantMsg: "must be whole seconds"},
 		{name: "short lease", mutate: func(c *Config) { c.Etcd.LeaseTTL = time.Second },
 			wantKeys: []string{"etcd.lease-ttl"}, wantMsg: "at least 2s, not 1s"},
+		{name: "cluster bounds", mutate: func(c *Config) {
+			c.Cluster = Cluster{Weight: 0.01, LoadBound: 10, DeadAfter: time.Second, MetadataTimeout: time.Millisecond}
+		}},
+		{name: "cluster out of bounds", mutate: func(c *Config) {
+			c.Cluster = Cluster{Weight: -1, LoadBound: 1, DeadAfter: 999 * time.Millisecond, MetadataTimeout: -time.Second}
+		}, wantKeys: []string{"cluster.weight", "cluster.load-bound", "cluster.dead-after", "cluster.metadata-timeout"},
+			wantMsg: "cluster.load-bound: must be more than 1 and at most 10, not 1"},
+		{name: "cluster weight infinite, load bound NaN", mutate: func(c *Config) {
+			c.Cluster.Weight, c.Cluster.LoadBound = math.Inf(1), math.NaN()
+		}, wantKeys: []string{"cluster.weight", "cluster.load-bound"}, wantMsg: "cluster.weight: must be a number more than 0, not +Inf"},
+		{name: "cluster load bound too high", mutate: func(c *Config) { c.Cluster.LoadBound = 10.5 },
+			wantKeys: []string{"cluster.load-bound"}, wantMsg: "at most 10, not 10.5"},
 		{name: "tls paths", mutate: func(c *Config) {
 			c.EnableTLS, c.TLSKeyPath, c.TLSCAPath = true, keyFile, filepath.Join(dir, "missing.pem")
 		}, wantKeys: []string{"tls-cert-path", "tls-ca-path"}, wantMsg: "no such file"},
@@ -119,10 +132,14 @@ func TestValidate(t *testing.T) {
 			wantKeys: []string{
 				"node-id", "data-dir", "grpc.listen", "mqtt.max-packet-size", "mqtt.receive-maximum", "mqtt.max-inflight", "mqtt.max-keepalive", "mqtt.max-session-expiry", "mqtt.unmatched", "mqtt.ingest.publish-timeout", "mqtt.shared.offset", "mqtt.shared.ack-timeout", "mqtt.shared.max-unacked",
 				"etcd.embedded.client-listen", "etcd.embedded.peer-listen",
-				"etcd.prefix", "etcd.dial-timeout", "etcd.lease-ttl", "stream.replication-factor", "stream.shard-count",
+				"etcd.prefix", "etcd.dial-timeout", "etcd.lease-ttl",
+				"cluster.weight", "cluster.load-bound", "cluster.dead-after", "cluster.metadata-timeout",
+				"stream.replication-factor", "stream.shard-count",
 				"store.max-record-size", "store.max-batch-size", "store.group-commit.max-bytes",
 				"store.retention-check-interval", "store.max-inflight-appends", "subscription.checkpoint-interval", "log.level", "log.format",
 			}},
+		{name: "node id too large", mutate: func(c *Config) { c.NodeID = 65536 },
+			wantKeys: []string{"node-id"}, wantMsg: "node-id: must be at most 65535, not 65536"},
 		{name: "many at once", mutate: func(c *Config) {
 			c.NodeID = 0
 			c.GRPC.Listen = "x:y"
