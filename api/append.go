@@ -72,7 +72,7 @@ func (s *Service) append(ctx context.Context, req *hstreampb.AppendRequest) (*hs
 // committed, durable and readable. (The cluster holds an append while its
 // shard elects a leader and fails it with ErrNoLeader, Unavailable to
 // clients, which retry, only if none appears in time.)
-func (s *Service) appendEntry(ctx context.Context, sh *cluster.Shard, data []byte) (uint64, error) {
+func (s *Service) appendEntry(ctx context.Context, sh cluster.ShardLog, data []byte) (uint64, error) {
 	index, _, err := sh.Append(ctx, data)
 	return index, err
 }

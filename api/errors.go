@@ -63,8 +63,8 @@ var errorTable = []errorMapping{
 	{errInvalidReaderName, codes.InvalidArgument, hstreampb.ErrorCode_ShardReaderInvalidObjectIdentifier},
 	{errConflictOffset, codes.InvalidArgument, hstreampb.ErrorCode_ShardReaderConflictOffset},
 	{errTooManyShards, codes.InvalidArgument, hstreampb.ErrorCode_ShardReaderTooManyShards},
-	// Raised by serverFor once lookups route across nodes; a node that
-	// hosts everything is never the wrong one.
+	// For a request only one node can serve (a subscription's fetch) that
+	// reached another: the client looks the resource up again.
 	{errWrongServer, codes.FailedPrecondition, hstreampb.ErrorCode_WrongServer},
 	{errNotOffered, codes.Unimplemented, hstreampb.ErrorCode_InternalError},
 	{errInvalidSubscriptionName, codes.InvalidArgument, hstreampb.ErrorCode_SubscriptionInvalidObjectIdentifier},
@@ -80,7 +80,14 @@ var errorTable = []errorMapping{
 	{wire.ErrUnknownCompression, codes.InvalidArgument, hstreampb.ErrorCode_StreamEmptyBatchedRecord},
 	{wire.ErrInvalidRecordID, codes.InvalidArgument, hstreampb.ErrorCode_StreamInvalidRecordId},
 
-	// The cluster.
+	// The cluster. An unreachable etcd or node comes first: an error that
+	// also wraps another class (a lookup that found nothing because etcd did
+	// not answer, a deadline that ran out waiting for it) is about the outage,
+	// and Unavailable tells the client to retry rather than to give up.
+	// HStreamDB has no ErrorCode for either, so they carry the generic one;
+	// the message says what was unreachable and what the node was doing.
+	{cluster.ErrMetadataUnavailable, codes.Unavailable, hstreampb.ErrorCode_InternalError},
+	{cluster.ErrNodeUnavailable, codes.Unavailable, hstreampb.ErrorCode_InternalError},
 	{cluster.ErrStreamNotFound, codes.NotFound, hstreampb.ErrorCode_StreamNotFound},
 	{cluster.ErrStreamExists, codes.AlreadyExists, hstreampb.ErrorCode_StreamExists},
 	{cluster.ErrShardNotFound, codes.NotFound, hstreampb.ErrorCode_StreamShardNotExists},

@@ -1,10 +1,12 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,16 +21,55 @@ import (
 const protocolVersion = "0.1.0"
 
 // serverFor returns the node that serves a resource: kind is the resource
-// type ("ResShard", "ResShardReader", "key", …) and id names it. Every
-// lookup goes through here. A node that hosts everything answers itself;
-// placement-aware routing (and WrongServer redirects) replace this body when
-// shards spread over a cluster.
-func (s *Service) serverFor(_ context.Context, kind, id string) (*hstreampb.ServerNode, error) {
-	sn, err := s.serverNode(s.node.Self())
+// type's name ("ResShard", "ResShardReader", "ResSubscription", …, or "key"
+// for LookupKey) and id names it. Every lookup goes through here:
+//
+//   - a shard: its raft leader, or while it has none the replica the cluster
+//     prefers, so appends and reads go where they are cheapest;
+//   - a shard reader: the leader of its shard when the reader exists, else a
+//     node picked by its id. Any node can serve any reader (a shard it does
+//     not host is read remotely), so a lookup never fails for a reader;
+//   - a subscription: its owner, the one node that runs the consumer group;
+//   - a partition key and every other resource: a node picked by the id.
+//     HStreamDB clients use these answers only as a hint.
+func (s *Service) serverFor(ctx context.Context, kind, id string) (*hstreampb.ServerNode, error) {
+	ni, err := s.nodeFor(ctx, kind, id)
 	if err != nil {
 		return nil, fmt.Errorf("lookup of %s %q: %w", kind, id, err)
 	}
-	return sn, nil
+	return s.serverNode(ni)
+}
+
+func (s *Service) nodeFor(ctx context.Context, kind, id string) (cluster.NodeInfo, error) {
+	switch kind {
+	case hstreampb.ResourceType_ResShard.String():
+		shardID, err := strconv.ParseUint(id, 10, 64)
+		if err != nil {
+			return cluster.NodeInfo{}, errorf(errInvalidResourceID, "resId %q of a ResShard is not a decimal shard id", id)
+		}
+		return s.node.ShardLeader(shardID)
+	case hstreampb.ResourceType_ResShardReader.String():
+		// A reader whose shard has gone, or whose leader cannot be named
+		// right now, is still served by whichever node the client reaches;
+		// the picked one is as good as any.
+		if r, err := s.node.Reader(id); err == nil {
+			if ni, err := s.node.ShardLeader(r.ShardID); err == nil {
+				return ni, nil
+			}
+		}
+		return s.pickNode(kind, id), nil
+	case hstreampb.ResourceType_ResSubscription.String():
+		return s.node.SubscriptionOwner(ctx, id)
+	default:
+		return s.pickNode(kind, id), nil
+	}
+}
+
+// pickNode chooses a live node for a resource that any node can serve (a
+// partition key, a shard reader not created yet): the cluster's placement
+// of the key, so every node answers the same.
+func (s *Service) pickNode(kind, id string) cluster.NodeInfo {
+	return s.node.PlaceKey(kind + "/" + id)
 }
 
 // serverNode converts a node's registration to what clients dial.
@@ -51,31 +92,55 @@ func (s *Service) serverNode(ni cluster.NodeInfo) (*hstreampb.ServerNode, error)
 	return &hstreampb.ServerNode{Id: uint32(ni.ID), Host: host, Port: uint32(port), Version: v}, nil
 }
 
-// DescribeCluster lists the live nodes; clients replace their server list
-// with it.
+// DescribeCluster lists the nodes: serverNodes the live ones (Starting or
+// Running), which clients replace their server list with, and
+// serverNodesStatus every node ever registered, with its state.
 func (s *Service) DescribeCluster(ctx context.Context, req *emptypb.Empty) (*hstreampb.DescribeClusterResponse, error) {
 	return unary(ctx, s, "DescribeCluster", req, s.describeCluster)
 }
 
-func (s *Service) describeCluster(ctx context.Context, _ *emptypb.Empty) (*hstreampb.DescribeClusterResponse, error) {
-	members, err := s.node.Members(ctx)
-	if err != nil {
-		return nil, err
+// describeCluster answers from the node's membership cache, not from etcd,
+// so it works while etcd is unreachable (with the states last seen).
+func (s *Service) describeCluster(_ context.Context, _ *emptypb.Empty) (*hstreampb.DescribeClusterResponse, error) {
+	members := s.node.Cluster()
+	// The node answering is alive whatever its cache holds; before the cache
+	// has loaded it would otherwise answer with no node at all.
+	self := s.node.Self()
+	if !slices.ContainsFunc(members, func(m cluster.Member) bool { return m.ID == self.ID }) {
+		members = append(members, cluster.Member{NodeInfo: self, State: cluster.NodeRunning, Since: s.node.StartedAt()})
 	}
+	slices.SortFunc(members, func(a, b cluster.Member) int { return cmp.Compare(a.ID, b.ID) })
 	resp := &hstreampb.DescribeClusterResponse{
 		ProtocolVersion: protocolVersion,
 		ClusterUpTime:   uint64(max(time.Since(s.node.StartedAt()), 0) / time.Second),
 	}
 	for _, m := range members {
-		sn, err := s.serverNode(m)
+		sn, err := s.serverNode(m.NodeInfo)
 		if err != nil {
 			return nil, err
 		}
-		resp.ServerNodes = append(resp.ServerNodes, sn)
+		if m.State == cluster.NodeStarting || m.State == cluster.NodeRunning {
+			resp.ServerNodes = append(resp.ServerNodes, sn)
+		}
 		resp.ServerNodesStatus = append(resp.ServerNodesStatus,
-			&hstreampb.ServerNodeStatus{Node: sn, State: hstreampb.NodeState_Running})
+			&hstreampb.ServerNodeStatus{Node: sn, State: nodeStatePB(m.State)})
 	}
 	return resp, nil
+}
+
+// nodeStatePB is a member's state as HStreamDB names it; the two enums are
+// the same four states.
+func nodeStatePB(st cluster.NodeState) hstreampb.NodeState {
+	switch st {
+	case cluster.NodeStarting:
+		return hstreampb.NodeState_Starting
+	case cluster.NodeRunning:
+		return hstreampb.NodeState_Running
+	case cluster.NodeDead:
+		return hstreampb.NodeState_Dead
+	default: // NodeUnavailable, and any state this code does not know
+		return hstreampb.NodeState_Unavailable
+	}
 }
 
 // LookupShard returns the node that serves a shard.

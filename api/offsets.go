@@ -30,7 +30,7 @@ type bound struct {
 func (b bound) passed(next uint64) bool { return b.bounded && next > b.last }
 
 // shardStart resolves a ShardOffset used as a read start on shard sh.
-func shardStart(sh *cluster.Shard, off *hstreampb.ShardOffset) (uint64, error) {
+func shardStart(sh cluster.ShardLog, off *hstreampb.ShardOffset) (uint64, error) {
 	id := sh.Meta().ID
 	switch o := off.GetOffset().(type) {
 	case nil:
@@ -52,7 +52,7 @@ func shardStart(sh *cluster.Shard, off *hstreampb.ShardOffset) (uint64, error) {
 
 // shardEnd resolves a ShardOffset used as an inclusive read end on shard sh;
 // nil (or an empty oneof) is unbounded.
-func shardEnd(sh *cluster.Shard, off *hstreampb.ShardOffset) (bound, error) {
+func shardEnd(sh cluster.ShardLog, off *hstreampb.ShardOffset) (bound, error) {
 	id := sh.Meta().ID
 	switch o := off.GetOffset().(type) {
 	case nil:
@@ -70,7 +70,7 @@ func shardEnd(sh *cluster.Shard, off *hstreampb.ShardOffset) (bound, error) {
 }
 
 // streamStart resolves a StreamOffset used as a read start on one shard.
-func streamStart(sh *cluster.Shard, off *hstreampb.StreamOffset) (uint64, error) {
+func streamStart(sh cluster.ShardLog, off *hstreampb.StreamOffset) (uint64, error) {
 	switch o := off.GetOffset().(type) {
 	case nil:
 		return sh.First(), nil
@@ -85,7 +85,7 @@ func streamStart(sh *cluster.Shard, off *hstreampb.StreamOffset) (uint64, error)
 
 // streamEnd resolves a StreamOffset used as an inclusive read end on one
 // shard; nil (or an empty oneof) is unbounded.
-func streamEnd(sh *cluster.Shard, off *hstreampb.StreamOffset) (bound, error) {
+func streamEnd(sh cluster.ShardLog, off *hstreampb.StreamOffset) (bound, error) {
 	switch o := off.GetOffset().(type) {
 	case nil:
 		return bound{}, nil
@@ -98,7 +98,7 @@ func streamEnd(sh *cluster.Shard, off *hstreampb.StreamOffset) (bound, error) {
 	}
 }
 
-func specialStart(sh *cluster.Shard, o hstreampb.SpecialOffset) (uint64, error) {
+func specialStart(sh cluster.ShardLog, o hstreampb.SpecialOffset) (uint64, error) {
 	switch o {
 	case hstreampb.SpecialOffset_EARLIEST:
 		return sh.First(), nil
@@ -110,7 +110,7 @@ func specialStart(sh *cluster.Shard, o hstreampb.SpecialOffset) (uint64, error) 
 	}
 }
 
-func specialEnd(sh *cluster.Shard, o hstreampb.SpecialOffset) (bound, error) {
+func specialEnd(sh cluster.ShardLog, o hstreampb.SpecialOffset) (bound, error) {
 	switch o {
 	case hstreampb.SpecialOffset_EARLIEST:
 		return bound{last: sh.First(), bounded: true}, nil
@@ -124,7 +124,7 @@ func specialEnd(sh *cluster.Shard, o hstreampb.SpecialOffset) (bound, error) {
 
 // timeEnd is the last index appended at or before t: one before the first
 // entry appended after it.
-func timeEnd(sh *cluster.Shard, t *hstreampb.TimestampOffset) (bound, error) {
+func timeEnd(sh cluster.ShardLog, t *hstreampb.TimestampOffset) (bound, error) {
 	ms := t.GetTimestampInMs()
 	if ms == math.MaxInt64 {
 		c, _ := sh.Committed()
@@ -139,7 +139,7 @@ func timeEnd(sh *cluster.Shard, t *hstreampb.TimestampOffset) (bound, error) {
 
 // recordIndex is the batchId of a record id offset on shard id, checking it
 // names this shard and does not lie beyond the next index to be written.
-func recordIndex(sh *cluster.Shard, id uint64, rid *hstreampb.RecordId) (uint64, error) {
+func recordIndex(sh cluster.ShardLog, id uint64, rid *hstreampb.RecordId) (uint64, error) {
 	if rid.GetShardId() != id {
 		return 0, errorf(errConflictOffset, "offset record id %s belongs to shard %d, not shard %d",
 			wire.FormatRecordID(rid), rid.GetShardId(), id)

@@ -21,7 +21,7 @@ const (
 
 // cursor is one shard being read: the next index to read and where to stop.
 type cursor struct {
-	sh   *cluster.Shard
+	sh   cluster.ShardLog
 	id   uint64
 	next uint64
 	end  bound
@@ -208,7 +208,7 @@ func (s *Service) ReadShardStream(req *hstreampb.ReadShardStreamRequest, ss hstr
 
 func (s *Service) readShardStream(req *hstreampb.ReadShardStreamRequest, ss hstreampb.HStreamApi_ReadShardStreamServer) error {
 	var (
-		sh  *cluster.Shard
+		sh  cluster.ShardLog
 		err error
 	)
 	if req.GetStreamName() != "" {
@@ -227,7 +227,7 @@ func (s *Service) readShardStream(req *hstreampb.ReadShardStreamRequest, ss hstr
 
 // followShardRange streams one shard's batches from `from` through `until`
 // (unbounded: follow), at most maxBatches of them (0: no limit).
-func (s *Service) followShardRange(ctx context.Context, sh *cluster.Shard, readerID string, from, until *hstreampb.ShardOffset,
+func (s *Service) followShardRange(ctx context.Context, sh cluster.ShardLog, readerID string, from, until *hstreampb.ShardOffset,
 	maxBatches uint64, send func([]*hstreampb.ReceivedRecord) error) error {
 	c, err := shardCursor(sh, readerID, from, until)
 	if err != nil {
@@ -295,7 +295,7 @@ func (s *Service) readStream(req *hstreampb.ReadStreamRequest, ss hstreampb.HStr
 }
 
 // shardCursor resolves a start and an end on one shard.
-func shardCursor(sh *cluster.Shard, readerID string, from, until *hstreampb.ShardOffset) (*cursor, error) {
+func shardCursor(sh cluster.ShardLog, readerID string, from, until *hstreampb.ShardOffset) (*cursor, error) {
 	next, err := shardStart(sh, from)
 	if err != nil {
 		return nil, err

@@ -146,7 +146,7 @@ func (s *Service) streamShards(name string) ([]cluster.ShardMeta, error) {
 
 // shardOf returns the shard id of stream, checking that the stream exists
 // and the shard belongs to it.
-func (s *Service) shardOf(stream string, id uint64) (*cluster.Shard, error) {
+func (s *Service) shardOf(stream string, id uint64) (cluster.ShardLog, error) {
 	m, err := s.stream(stream)
 	if err != nil {
 		return nil, err
@@ -158,7 +158,7 @@ func (s *Service) shardOf(stream string, id uint64) (*cluster.Shard, error) {
 }
 
 // shard returns the local replica of shard id, or a NotFound naming it.
-func (s *Service) shard(id uint64) (*cluster.Shard, error) {
+func (s *Service) shard(id uint64) (cluster.ShardLog, error) {
 	sh, err := s.node.Shard(id)
 	if errors.Is(err, cluster.ErrShardNotFound) {
 		return nil, errorf(err, "shard %d not found", id)

@@ -235,6 +235,27 @@ func TestSubscriptionResumesFromCheckpointAfterRestart(t *testing.T) {
 	first := appendKeyed(t, n.API, "s", shards, keysN(4), 10, 2)
 	f := startFetch(t, n.API, "g", "c")
 	waitAll(t, first, 10*time.Second, f)
+	// The acks must have reached the owner before the restart: cancelling
+	// the stream may drop ones still in flight, which are then rightly
+	// delivered again.
+	next := make(map[uint64]uint64)
+	for s := range first {
+		id, err := wire.ParseRecordID(s)
+		require.NoError(t, err)
+		next[id.GetShardId()] = max(next[id.GetShardId()], id.GetBatchId()+1)
+	}
+	require.Eventually(t, func() bool {
+		cp, ok, err := n.Server.Node().Checkpoint(t.Context(), "g")
+		if err != nil || !ok {
+			return false
+		}
+		for shard, want := range next {
+			if cp.Next[shard] < want {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 20*time.Millisecond, "the acks never reached a checkpoint")
 	f.stop()
 
 	n.Restart(t)

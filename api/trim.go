@@ -112,7 +112,7 @@ func (s *Service) trimShards(ctx context.Context, req *hstreampb.TrimShardsReque
 	}
 	// Check every point before trimming anything.
 	shardIDs := slices.Sorted(maps.Keys(points))
-	shards := make([]*cluster.Shard, len(shardIDs))
+	shards := make([]cluster.ShardLog, len(shardIDs))
 	for i, id := range shardIDs {
 		rid := points[id]
 		if !slices.Contains(m.ShardIDs, id) {
@@ -167,7 +167,7 @@ func (s *Service) getTailRecordID(_ context.Context, req *hstreampb.GetTailRecor
 }
 
 // specialTrimPoint: EARLIEST trims nothing, LATEST everything committed.
-func specialTrimPoint(sh *cluster.Shard, o hstreampb.SpecialOffset) (uint64, error) {
+func specialTrimPoint(sh cluster.ShardLog, o hstreampb.SpecialOffset) (uint64, error) {
 	switch o {
 	case hstreampb.SpecialOffset_EARLIEST:
 		return 0, nil
@@ -180,7 +180,7 @@ func specialTrimPoint(sh *cluster.Shard, o hstreampb.SpecialOffset) (uint64, err
 }
 
 // timeTrimPoint trims the entries appended before t.
-func timeTrimPoint(sh *cluster.Shard, t *hstreampb.TimestampOffset) (uint64, error) {
+func timeTrimPoint(sh cluster.ShardLog, t *hstreampb.TimestampOffset) (uint64, error) {
 	at, err := sh.IndexAtTime(time.UnixMilli(t.GetTimestampInMs()))
 	if err != nil || at == 0 {
 		return 0, err
@@ -188,7 +188,7 @@ func timeTrimPoint(sh *cluster.Shard, t *hstreampb.TimestampOffset) (uint64, err
 	return at - 1, nil
 }
 
-func trim(ctx context.Context, sh *cluster.Shard, through uint64) error {
+func trim(ctx context.Context, sh cluster.ShardLog, through uint64) error {
 	if through == 0 {
 		return nil
 	}

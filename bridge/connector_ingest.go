@@ -185,7 +185,7 @@ type ingestConnector struct {
 // connectorStream is a stream's shards, resolved once.
 type connectorStream struct {
 	sm     *wire.ShardMap
-	shards map[uint64]*cluster.Shard
+	shards map[uint64]cluster.ShardLog
 }
 
 // inbound is a message taken from the broker, on its way to a PUBACK.
@@ -414,7 +414,7 @@ func (c *ingestConnector) encode(e *inbound) ([]byte, error) {
 
 // shardFor returns the shard tgt.Key maps to in tgt.Stream, resolving (and
 // when the route says so, creating) the stream on first use.
-func (c *ingestConnector) shardFor(ctx context.Context, tgt Target) (*cluster.Shard, error) {
+func (c *ingestConnector) shardFor(ctx context.Context, tgt Target) (cluster.ShardLog, error) {
 	c.streamsMu.Lock()
 	s := c.streams[tgt.Stream]
 	c.streamsMu.Unlock()
@@ -423,7 +423,7 @@ func (c *ingestConnector) shardFor(ctx context.Context, tgt Target) (*cluster.Sh
 		if err != nil {
 			return nil, err
 		}
-		s = &connectorStream{sm: sm, shards: make(map[uint64]*cluster.Shard, len(metas))}
+		s = &connectorStream{sm: sm, shards: make(map[uint64]cluster.ShardLog, len(metas))}
 		for _, m := range metas {
 			if s.shards[m.ID], err = c.node.Shard(m.ID); err != nil {
 				return nil, err

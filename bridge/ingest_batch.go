@@ -218,7 +218,7 @@ type batcher struct {
 	i       *Ingest
 	id      uint64
 	stream  string
-	shard   *cluster.Shard
+	shard   cluster.ShardLog
 	signal  chan struct{} // the queue became non-empty
 	stopc   chan struct{} // closed by halt: the shard is gone
 	stop    sync.Once

@@ -26,7 +26,42 @@
 //	             index, Shard.Committed advances and readers wake
 //
 // Reads never go through raft: Shard.Read scans committed entries straight
-// from the store. Retention and trims are log compaction (a range delete).
+// from the store. Retention and trims are log compaction (a range delete),
+// decided through raft: a trim is an entry of the log (entry.go) that every
+// replica applies alike, and retention is the leader proposing one.
+//
+// # Across nodes
+//
+// A stream's replicationFactor R puts each shard's group on R nodes, chosen
+// by placement.go (consistent hashing with bounded loads, weighted; the first
+// replica is the preferred leader). Only the shard's initial replicas
+// bootstrap the group, each from the same configuration; the preferred
+// leader campaigns at once. The loop sends each round's raft messages after
+// the round's sync through transport.go, which batches them per peer over
+// the peer service's Raft stream (api/proto/peer.proto, served on the gRPC
+// port by peer_server.go). A follower's appends are forwarded to the leader
+// by raft itself; the leader restamps their append time so stamps stay
+// monotonic, and the follower's waiter wakes when it applies the entry. A
+// node that hosts no replica reaches one through remote.go (a ShardLog over
+// the peer service: an Appends stream per shard that keeps a producer's
+// order, and reads, state and long-polls of the committed index).
+//
+// Membership (members.go): each node registers under its lease at nodes/<id>
+// and, for good, at members/<id>; one watch keeps every node's view of the
+// members, whose states are Starting, Running, Unavailable (lease gone) and
+// Dead (unavailable for longer than Options.DeadAfter). One watch of the
+// catalog (watch.go) keeps its cache in step with every node's writes and
+// calls shardChanged, which opens a replica placed here or closes and
+// deletes one moved away. On each group's leader, replicas.go re-places a
+// Dead node's replicas in the catalog, then walks raft's configuration to
+// the catalog's replica set one change at a time (learner, promotion once
+// caught up, then removal of the dead node), and hands leadership back to
+// the preferred leader once it is live and caught up.
+//
+// The data path needs no etcd: appends, reads and raft run from the cache
+// while etcd is away. Metadata operations wait at most
+// Options.MetadataTimeout and fail with ErrMetadataUnavailable; the node's
+// lease is taken up again (or a new one granted) when etcd is back.
 //
 // Metadata lives in etcd (catalog.go lists the keys); the node caches it for
 // the append and read paths. A node registers under a lease at nodes/<id>

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,8 +56,15 @@ type engine struct {
 	maxRoundBytes int
 	met           *metrics // registered by Node.New when it has a registry
 
-	propc   chan *proposal
-	ctlc    chan func()
+	propc chan *proposal
+	ctlc  chan func()
+	recvc chan inbound     // raft messages from peers
+	failc chan sendFailure // what the transport could not send
+	tr    *transport       // set by Node.New
+	// hosts says whether this node should open a shard it has no group
+	// for, when a peer's message for it arrives first (the catalog watch
+	// may not have told this node yet); set by Node.New.
+	hosts   func(shard uint64) (ShardMeta, bool)
 	started atomic.Bool
 	stopc   chan struct{}
 	donec   chan struct{}
@@ -88,6 +96,13 @@ const noLeaderWait = 3 * time.Second
 // maxYields bounds how often one round yields to gather more appends.
 const maxYields = 8
 
+// commitTimeout bounds how long a proposal waits for its commit. Raft drops
+// proposals silently (a follower's forwarded proposal lost with a leader
+// change, or an entry of a deposed leader overwritten), so a waiter that
+// hears nothing this long is told to retry; the entry may still commit,
+// which is why a retry can duplicate (at-least-once).
+const commitTimeout = 10 * time.Second
+
 type proposal struct {
 	shard      *Shard
 	data       []byte
@@ -116,12 +131,41 @@ func newEngine(nodeID uint64, db *store.DB, log *slog.Logger, tick, maxWait time
 		met:           newMetrics(),
 		propc:         make(chan *proposal, maxInflight),
 		ctlc:          make(chan func()),
+		recvc:         make(chan inbound, 64),
+		failc:         make(chan sendFailure, 1024),
 		stopc:         make(chan struct{}),
 		donec:         make(chan struct{}),
 		groups:        make(map[uint64]*Shard),
 		waiting:       make(map[uint64]*proposal),
 		streamShards:  make(map[string]int),
-		nextID:        rand.Uint64(),
+		nextID:        proposalIDBase(nodeID),
+		hosts:         func(uint64) (ShardMeta, bool) { return ShardMeta{}, false },
+	}
+}
+
+// proposalIDBase is where an engine's proposal ids start: the node id in the
+// top 16 bits, so proposals of two nodes forwarded to one leader never share
+// an id, and a random 48-bit start below, so an incarnation's ids do not
+// match a previous one's (see nextID).
+func proposalIDBase(nodeID uint64) uint64 {
+	return nodeID<<48 | rand.Uint64()>>16
+}
+
+// reportFailure hands a transport failure to the loop without blocking: if
+// the loop is that far behind, raft finds out by itself soon enough.
+func (e *engine) reportFailure(f sendFailure) {
+	if len(f.snapshots) > 0 {
+		// Raft waits for a snapshot's outcome before it sends that
+		// follower anything else: this report must arrive.
+		select {
+		case e.failc <- f:
+		case <-e.donec:
+		}
+		return
+	}
+	select {
+	case e.failc <- f:
+	default:
 	}
 }
 
@@ -134,6 +178,17 @@ func (e *engine) do(f func() error) error {
 	case <-e.donec:
 		return ErrClosed
 	}
+}
+
+// shardIDs lists the open groups.
+func (e *engine) shardIDs() []uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]uint64, 0, len(e.groups))
+	for id := range e.groups {
+		out = append(out, id)
+	}
+	return out
 }
 
 func (e *engine) shard(id uint64) (*Shard, bool) {
@@ -170,6 +225,10 @@ func (e *engine) run() {
 				e.tickAll()
 			case f := <-e.ctlc:
 				f()
+			case in := <-e.recvc:
+				e.step(in)
+			case f := <-e.failc:
+				e.handleFailure(f)
 			default:
 			}
 		} else {
@@ -180,10 +239,15 @@ func (e *engine) run() {
 				e.tickAll()
 			case f := <-e.ctlc:
 				f()
+			case in := <-e.recvc:
+				e.step(in)
+			case f := <-e.failc:
+				e.handleFailure(f)
 			case p := <-e.propc:
 				batch = append(batch, p)
 			}
 		}
+		e.drainInbound()
 		batch = e.gather(batch, stopping)
 		e.propose(batch)
 		clear(batch)
@@ -287,8 +351,17 @@ func (e *engine) propose(batch []*proposal) {
 		return
 	}
 	now := time.Now()
+	// A shard whose oldest parked append timed out refuses the rest of
+	// this round's too: they are later appends, and one of them committing
+	// ahead of the refused one (which its producer retries) would break
+	// the producer's order.
+	var timedOut map[*Shard]bool
 	for _, p := range batch {
 		s := p.shard
+		if timedOut[s] {
+			e.refuse(p, fmt.Errorf("%w: shard %d had none for %v when an earlier append timed out", ErrNoLeader, s.meta.ID, noLeaderWait))
+			continue
+		}
 		if s.removed() {
 			e.refuse(p, fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID))
 			continue
@@ -304,6 +377,10 @@ func (e *engine) propose(batch []*proposal) {
 				e.parked = append(e.parked, p)
 				continue
 			}
+			if timedOut == nil {
+				timedOut = make(map[*Shard]bool)
+			}
+			timedOut[s] = true
 			e.refuse(p, fmt.Errorf("%w: shard %d has had none for %v", ErrNoLeader, s.meta.ID, noLeaderWait))
 			continue
 		}
@@ -333,10 +410,79 @@ func (e *engine) refuse(p *proposal, err error) {
 
 func (e *engine) tickAll() {
 	e.mu.RLock()
-	defer e.mu.RUnlock()
 	for _, s := range e.groups {
 		s.rn.Tick()
 	}
+	e.mu.RUnlock()
+	now := time.Now()
+	for id, p := range e.waiting {
+		if now.Sub(p.proposedAt) >= commitTimeout {
+			delete(e.waiting, id)
+			e.refuse(p, fmt.Errorf("%w: shard %d did not commit the append within %v (its leader changed or is unreachable); it may still be committed", ErrNoLeader, p.shard.meta.ID, commitTimeout))
+		}
+	}
+}
+
+// drainInbound steps every raft message already received, so that the
+// round's one sync covers all of them: a follower of shards led by several
+// nodes gets their appends in separate batches, and a round (a sync) per
+// batch would multiply its syncs by the number of leaders.
+func (e *engine) drainInbound() {
+	for range cap(e.recvc) {
+		select {
+		case in := <-e.recvc:
+			e.step(in)
+		case f := <-e.failc:
+			e.handleFailure(f)
+		default:
+			return
+		}
+	}
+}
+
+// step hands received raft messages to their groups, on the loop. A message
+// for a group this node has not opened opens it if the catalog places a
+// replica here (a new stream or replica the catalog watch has not delivered
+// yet); otherwise it is dropped, and raft sends again.
+func (e *engine) step(in inbound) {
+	for _, sm := range in.msgs {
+		s, ok := e.shard(sm.shard)
+		if !ok {
+			meta, host := e.hosts(sm.shard)
+			if !host {
+				continue
+			}
+			var err error
+			if s, err = e.addShard(meta); err != nil {
+				e.log.Warn("opening a shard for a peer's message", "shard", sm.shard, "from", in.from, "err", err)
+				continue
+			}
+		}
+		if sm.msg.GetType() == raftpb.MsgProp {
+			e.stampForwarded(s, sm.msg)
+		}
+		if err := s.rn.Step(sm.msg); err != nil && !errors.Is(err, raft.ErrProposalDropped) {
+			e.log.Debug("raft step", "shard", sm.shard, "from", in.from, "type", sm.msg.GetType(), "err", err)
+		}
+	}
+}
+
+// stampForwarded gives the entries of a proposal a follower forwarded the
+// leader's append time: stamps come from the leader's clock and never go
+// back, whichever node took the append. The proposal id stays the
+// follower's, so its waiter wakes when the follower applies the entry. A
+// node that is not the leader leaves the stamp to the one it forwards to.
+func (e *engine) stampForwarded(s *Shard, m *raftpb.Message) {
+	if s.rn.BasicStatus().RaftState != raft.StateLeader {
+		return
+	}
+	ms := max(time.Now().UnixMilli(), s.lastStamp)
+	for _, ent := range m.Entries {
+		if len(ent.Data) >= entryHeaderBytes && ent.Data[0] == entryRecords {
+			stampTime(ent.Data, ms)
+		}
+	}
+	s.lastStamp = ms
 }
 
 func (e *engine) anyReady() bool {
@@ -373,19 +519,43 @@ func (e *engine) handleReady() {
 		if rd.SoftState != nil {
 			e.noteLeader(s, rd.SoftState.Lead)
 		}
+		if rd.SoftState != nil && rd.SoftState.Lead == e.nodeID && rd.SoftState.RaftState == raft.StateLeader {
+			e.takeStamps(s)
+		}
 		if !raft.IsEmptySnap(rd.Snapshot) {
 			if err := b.ApplySnapshot(id, rd.Snapshot); err != nil && failed == nil {
 				failed = err
 			}
+			s.conf.Store(proto.CloneOf(rd.Snapshot.GetMetadata().GetConfState()))
 		}
 		if len(rd.Entries) > 0 {
 			if err := b.Append(id, rd.Entries); err != nil && failed == nil {
 				failed = err
 			}
 		}
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			s.applied = max(s.applied, rd.Snapshot.GetMetadata().GetIndex())
+		}
+		if n := len(rd.CommittedEntries); n > 0 {
+			s.applied = rd.CommittedEntries[n-1].GetIndex()
+		}
+		for _, ent := range rd.Entries {
+			// Every replica follows the stamps of the log it holds, so
+			// whichever becomes leader stamps on from the newest.
+			if ms, _, _, ok, err := decodeEntry(ent.Data); err == nil && ok && ent.GetType() == raftpb.EntryNormal {
+				s.lastStamp = max(s.lastStamp, ms)
+			}
+		}
 		hs := s.hardState
 		if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
-			b.SetHardState(id, rd.HardState)
+			// The commit index persisted is the one applied: a restarted
+			// group starts with Applied at it, and raft hands out the
+			// committed entries of one Ready only up to a size, so an
+			// index committed but not applied yet (a configuration
+			// change among them) must be handed out again after a crash.
+			saved := proto.CloneOf(rd.HardState)
+			saved.Commit = proto.Uint64(min(saved.GetCommit(), s.applied))
+			b.SetHardState(id, saved)
 			hs = rd.HardState
 		}
 		if raft.MustSync(hs, s.hardState, len(rd.Entries)) || !raft.IsEmptySnap(rd.Snapshot) {
@@ -395,6 +565,7 @@ func (e *engine) handleReady() {
 		for _, ent := range rd.CommittedEntries {
 			if cs := e.applyConfChange(s, ent); cs != nil {
 				b.SetConfState(id, cs)
+				s.conf.Store(proto.CloneOf(cs))
 			}
 		}
 	}
@@ -409,12 +580,24 @@ func (e *engine) handleReady() {
 		e.fail(fmt.Errorf("cluster: writing raft state: %w", failed))
 		return
 	}
+	// Messages go out only now that the round is durable: a follower's
+	// acknowledgement must never get ahead of its disk.
+	var msgs map[uint64][]*raftpb.Message
+	for _, r := range readies {
+		if len(r.rd.Messages) > 0 {
+			if msgs == nil {
+				msgs = make(map[uint64][]*raftpb.Message)
+			}
+			msgs[r.s.meta.ID] = r.rd.Messages
+		}
+	}
+	if msgs != nil && e.tr != nil {
+		e.tr.send(msgs)
+	}
 	now := time.Now()
 	for _, r := range readies {
-		// Standalone groups have one voter: raft sends nothing. The
-		// cluster issue adds the transport that carries r.rd.Messages.
-		if n := len(r.rd.Messages); n > 0 {
-			e.log.Debug("dropping raft messages: no transport", "shard", r.s.meta.ID, "count", n)
+		if !raft.IsEmptySnap(r.rd.Snapshot) {
+			r.s.setCommitted(r.rd.Snapshot.GetMetadata().GetIndex())
 		}
 		// Readers see the new entries before their proposers hear they
 		// are committed, so a read right after an append finds it.
@@ -472,12 +655,41 @@ func (e *engine) noteLeader(s *Shard, lead uint64) {
 	case lead:
 		e.met.leading.Add(1)
 	}
+	if prev != raft.None {
+		e.failInFlight(s, fmt.Sprintf("the leader changed (node %d to %d) while it was in flight", prev, lead))
+	}
+}
+
+// failInFlight answers the appends of a shard waiting on this node when they
+// may have been lost without raft ever saying so: the leader changed (the old
+// one had them, or this follower forwarded them to it), or the transport
+// dropped the batch that forwarded them. Waiting out commitTimeout would
+// stall their producers that long. They may still commit (if the old leader
+// replicated them), so a producer that retries may store a record twice:
+// at-least-once, as with any retried append. REQUIRES: the loop goroutine.
+func (e *engine) failInFlight(s *Shard, why string) {
+	for id, p := range e.waiting {
+		if p.shard != s {
+			continue
+		}
+		delete(e.waiting, id)
+		e.refuse(p, fmt.Errorf("%w: shard %d: %s; the append may still be committed", ErrNoLeader, s.meta.ID, why))
+	}
 }
 
 // applyRecords wakes the proposer of a committed record entry, if it is
 // waiting on this node, and counts the append.
 func (e *engine) applyRecords(s *Shard, ent *raftpb.Entry, now time.Time) {
 	if ent.GetType() != raftpb.EntryNormal {
+		return
+	}
+	if id, through, ok := decodeTrim(ent.Data); ok {
+		e.applyTrim(s, ent.GetIndex(), through)
+		if p, found := e.waiting[id]; found && p.shard == s {
+			delete(e.waiting, id)
+			e.met.commitLatency.Observe(now.Sub(p.proposedAt).Seconds())
+			p.done <- proposalResult{index: ent.GetIndex()}
+		}
 		return
 	}
 	ms, id, _, ok, err := decodeEntry(ent.Data)
@@ -498,6 +710,18 @@ func (e *engine) applyRecords(s *Shard, ent *raftpb.Entry, now time.Time) {
 	s.met.latency.Observe(now.Sub(p.queuedAt).Seconds())
 	e.met.commitLatency.Observe(now.Sub(p.proposedAt).Seconds())
 	p.done <- proposalResult{index: ent.GetIndex(), appendMs: ms}
+}
+
+// applyTrim drops a shard's log through a committed trim entry's index
+// (never the entry itself or anything after it), on every replica alike.
+func (e *engine) applyTrim(s *Shard, index, through uint64) {
+	through = min(through, index-1)
+	if through < s.First() {
+		return
+	}
+	if err := s.log.Compact(through); err != nil {
+		e.log.Error("trimming a shard", "shard", s.meta.ID, "through", through, "err", err)
+	}
 }
 
 // fail stops all writes after a store error: raft's in-memory state has moved
@@ -532,6 +756,24 @@ func (e *engine) failWaiting(err error) {
 	}
 }
 
+// takeStamps makes a node that has just become a shard's leader continue the
+// append times of the log it leads, whoever stamped them. REQUIRES: the loop
+// goroutine.
+func (e *engine) takeStamps(s *Shard) {
+	last, err := s.log.LastIndex()
+	if err != nil {
+		return
+	}
+	ent, ok, err := s.lastDataThrough(last)
+	if err != nil {
+		e.log.Warn("reading the newest entry of a shard this node now leads", "shard", s.meta.ID, "err", err)
+		return
+	}
+	if ok {
+		s.lastStamp = max(s.lastStamp, ent.AppendTime.UnixMilli())
+	}
+}
+
 // addShard opens (or bootstraps) the raft group of a shard on the loop
 // goroutine. A shard with nothing stored is bootstrapped as raft recommends:
 // its storage starts at a snapshot at index 1 holding the replica set as the
@@ -555,12 +797,13 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	if raft.IsEmptyHardState(hs) && last == 0 && len(cs.GetVoters()) == 0 {
+	fresh := raft.IsEmptyHardState(hs) && last == 0 && len(cs.GetVoters()) == 0
+	if fresh && bootstraps(meta, e.nodeID) {
 		b := e.db.NewBatch()
 		snap := &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{
 			Index:     proto.Uint64(1),
 			Term:      proto.Uint64(1),
-			ConfState: &raftpb.ConfState{Voters: meta.Replicas},
+			ConfState: &raftpb.ConfState{Voters: slices.Clone(meta.Replicas)},
 		}}
 		if err := b.ApplySnapshot(meta.ID, snap); err != nil {
 			return nil, err
@@ -582,7 +825,7 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 		HeartbeatTick:   1,
 		Storage:         l,
 		Applied:         hs.GetCommit(),
-		MaxSizePerMsg:   1 << 20,
+		MaxSizePerMsg:   maxRaftBatchBytes / 2,
 		MaxInflightMsgs: 256,
 		CheckQuorum:     true,
 		PreVote:         true,
@@ -594,6 +837,8 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 	s := &Shard{meta: meta, eng: e, log: l, rn: rn, hardState: hs, grown: make(chan struct{}), met: e.met.forStream(meta.Stream)}
 	s.leaderless.Store(time.Now().UnixNano())
 	s.committed = hs.GetCommit()
+	s.applied = hs.GetCommit()
+	s.conf.Store(proto.CloneOf(cs))
 	// Stamps continue from the newest stored entry, committed or not: after
 	// a crash, entries synced but not committed commit once the group has
 	// re-elected itself, and new entries must not be stamped earlier.
@@ -602,9 +847,10 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 	} else if ok {
 		s.lastStamp = ent.AppendTime.UnixMilli()
 	}
-	if voters := cs.GetVoters(); len(voters) == 1 && voters[0] == e.nodeID {
-		// The only voter elects itself at once instead of waiting out an
-		// election timeout.
+	voters := cs.GetVoters()
+	if (len(voters) == 1 && voters[0] == e.nodeID) || (fresh && len(voters) > 1 && meta.Replicas[0] == e.nodeID) {
+		// The only voter, or the preferred leader of a new group, stands
+		// for election at once instead of waiting out an election timeout.
 		if err := rn.Campaign(); err != nil {
 			return nil, fmt.Errorf("cluster: campaigning for shard %d: %w", meta.ID, err)
 		}
@@ -615,6 +861,20 @@ func (e *engine) addShard(meta ShardMeta) (*Shard, error) {
 	e.met.shards.Add(1)
 	e.streamShards[meta.Stream]++
 	return s, nil
+}
+
+// bootstraps reports whether node id creates a shard's raft group from its
+// initial configuration: it is one of the replicas the shard was created
+// with, and that set has not changed since. A replica added later, or a
+// replica of a set that changed since (an original one whose data was lost),
+// starts empty and learns the group's state from its leader instead, so it
+// never claims a configuration the group has left.
+func bootstraps(m ShardMeta, id uint64) bool {
+	initial := m.Initial
+	if len(initial) == 0 {
+		initial = m.Replicas
+	}
+	return slices.Contains(initial, id) && slices.Equal(initial, m.Replicas)
 }
 
 // removeShard stops a shard's raft group and deletes its data, on the loop
@@ -631,7 +891,8 @@ func (e *engine) removeShard(id uint64) error {
 			delete(e.streamShards, s.meta.Stream)
 			e.met.forget(s.meta.Stream)
 		}
-		e.noteLeader(s, raft.None)
+		// Its appends in flight fail as deleted, before noteLeader would
+		// fail them as orphaned by a leader change.
 		s.markRemoved()
 		for pid, p := range e.waiting {
 			if p.shard == s {
@@ -639,6 +900,7 @@ func (e *engine) removeShard(id uint64) error {
 				delete(e.waiting, pid)
 			}
 		}
+		e.noteLeader(s, raft.None)
 	}
 	return e.db.DeleteShard(id)
 }

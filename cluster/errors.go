@@ -18,6 +18,12 @@ var (
 	ErrOffsetBeyondEnd = errors.New("cluster: offset is beyond the shard's tail")
 	ErrCorruptEntry    = errors.New("cluster: corrupt log entry")
 	ErrNoLeader        = errors.New("cluster: shard has no leader")
+	// ErrNodeUnavailable: a node this one needs to reach (to forward an
+	// append or a read) is not a live member or does not answer.
+	ErrNodeUnavailable = errors.New("cluster: node unavailable")
+	// ErrMetadataUnavailable: etcd, which holds the metadata, cannot be
+	// reached; appends and reads of existing shards go on without it.
+	ErrMetadataUnavailable = errors.New("cluster: metadata store (etcd) unavailable")
 )
 
 // Subscription errors.

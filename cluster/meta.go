@@ -4,10 +4,13 @@ import "time"
 
 // NodeInfo is one weir node as registered in etcd under its lease.
 type NodeInfo struct {
-	ID        uint64    `json:"id"`
-	GRPCAddr  string    `json:"grpcAddr"` // advertised host:port clients dial
-	MQTTAddr  string    `json:"mqttAddr,omitempty"`
-	HTTPAddr  string    `json:"httpAddr,omitempty"`
+	ID       uint64 `json:"id"`
+	GRPCAddr string `json:"grpcAddr"` // advertised host:port clients dial
+	MQTTAddr string `json:"mqttAddr,omitempty"`
+	HTTPAddr string `json:"httpAddr,omitempty"`
+	// Weight is the node's share of placement relative to the others
+	// (default 1): a node of weight 2 gets about twice the replicas.
+	Weight    float64   `json:"weight,omitempty"`
 	Version   string    `json:"version"`
 	StartedAt time.Time `json:"startedAt"`
 }
@@ -31,6 +34,12 @@ type ShardMeta struct {
 	End      string   `json:"end"`   // decimal uint128, inclusive
 	Epoch    uint64   `json:"epoch"`
 	Replicas []uint64 `json:"replicas"` // node ids; the first is the preferred leader
+	// Initial is the replica set the shard was created with. Only those
+	// replicas bootstrap its raft group (identically, from the same
+	// configuration); a replica added later starts empty and is caught
+	// up by the leader. Empty in catalogs written before it existed,
+	// where it means Replicas.
+	Initial []uint64 `json:"initial,omitempty"`
 }
 
 // ReaderMeta is a server-side shard reader (CreateShardReader): where it reads

@@ -2,21 +2,19 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/weir-log/weir/api/wire"
 	"github.com/weir-log/weir/store"
@@ -36,6 +34,13 @@ type Options struct {
 	MaxWait           time.Duration // extra time a round waits for appends; default 0
 	MaxRoundBytes     int           // the most bytes of appends in one round; default 4 MiB
 	MaxInflight       int           // appends queued before Append blocks; default 4096
+
+	// Placement and membership.
+	LoadBound       float64       // c of bounded-load placement; default 1.25
+	DeadAfter       time.Duration // a node unavailable this long is Dead and its replicas re-placed; default 5m
+	MetadataTimeout time.Duration // how long a metadata operation waits for etcd; default 5s
+	// PeerDialOptions dial other nodes' peer service; default: plaintext.
+	PeerDialOptions []grpc.DialOption
 
 	Logger *slog.Logger // default: discard
 	// Metrics, when set, gets the append series per stream
@@ -63,11 +68,27 @@ func (o Options) withDefaults() Options {
 	if o.MaxInflight <= 0 {
 		o.MaxInflight = 4096
 	}
+	if o.LoadBound <= 1 {
+		o.LoadBound = 1.25
+	}
+	if o.DeadAfter <= 0 {
+		o.DeadAfter = 5 * time.Minute
+	}
+	if o.MetadataTimeout <= 0 {
+		o.MetadataTimeout = 5 * time.Second
+	}
+	if o.Self.Weight <= 0 {
+		o.Self.Weight = 1
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return o
 }
+
+// MaxNodeID is the largest node id: proposal ids carry the proposer's id in
+// 16 bits, so the proposals two nodes forward to one leader never collide.
+const MaxNodeID = 1<<16 - 1
 
 // Node is one weir node's share of the cluster: its registration in etcd, the
 // metadata catalog, and the raft groups of the shards it hosts.
@@ -78,7 +99,8 @@ type Node struct {
 	eng  *engine
 
 	startedAt time.Time
-	lease     clientv3.LeaseID
+	peers     *peers
+	remote    remoteCache // handles of shards hosted elsewhere
 
 	// readyMu guards notOpen: when Ready first saw each shard placed here
 	// in the catalog and not open (Ready's grace).
@@ -96,6 +118,8 @@ func New(opts Options) (*Node, error) {
 	switch {
 	case opts.Self.ID == 0:
 		return nil, errors.New("cluster: node id must be at least 1")
+	case opts.Self.ID > MaxNodeID:
+		return nil, fmt.Errorf("cluster: node id %d is above the largest, %d", opts.Self.ID, MaxNodeID)
 	case opts.Self.GRPCAddr == "":
 		return nil, errors.New("cluster: the node's advertised gRPC address is required")
 	case opts.Etcd == nil:
@@ -114,6 +138,12 @@ func New(opts Options) (*Node, error) {
 		eng:  newEngine(opts.Self.ID, opts.Store, opts.Logger, opts.Tick, opts.MaxWait, opts.MaxRoundBytes, opts.MaxInflight),
 		stop: make(chan struct{}),
 	}
+	n.peers = newPeers(opts.Self.ID, n.addrOf, opts.PeerDialOptions)
+	n.eng.tr = newTransport(opts.Self.ID, n.peers, opts.Logger, n.eng.reportFailure)
+	n.eng.hosts = func(id uint64) (ShardMeta, bool) {
+		m, ok := n.cat.shard(id)
+		return m, ok && slices.Contains(m.Replicas, opts.Self.ID)
+	}
 	if opts.Metrics != nil {
 		if err := n.eng.met.register(opts.Metrics); err != nil {
 			return nil, err
@@ -130,22 +160,35 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.register(ctx); err != nil {
 		return err
 	}
-	if err := n.cat.load(ctx); err != nil {
+	if err := n.startMembership(ctx); err != nil {
 		return err
 	}
-	if err := n.dropOrphans(); err != nil {
+	rev, err := n.cat.loadRev(ctx)
+	if err != nil {
+		return err
+	}
+	stored, err := n.dropOrphans()
+	if err != nil {
 		return err
 	}
 	n.eng.start()
 	for _, s := range n.cat.allShards() {
-		if !n.hosts(s) {
+		// A replica the catalog moved off this node while it was down
+		// opens too: it may still vote in its group, until the group's
+		// leader removes it (reconcile drops it then).
+		if !n.hosts(s) && !stored[s.ID] {
 			continue
 		}
 		if err := n.eng.do(func() error { _, err := n.eng.addShard(s); return err }); err != nil {
 			return err
 		}
 	}
+	n.goAttach(func() { n.watchCatalog(rev) })
 	n.goAttach(n.retentionLoop)
+	n.goAttach(n.reconcileLoop)
+	if err := n.markRunning(ctx); err != nil {
+		return err
+	}
 	n.log.Info("node started", "id", n.opts.Self.ID, "grpc", n.opts.Self.GRPCAddr, "shards", len(n.cat.allShards()))
 	return nil
 }
@@ -158,9 +201,12 @@ func (n *Node) Close() error {
 		close(n.stop)
 		n.wg.Wait()
 		n.eng.stop()
-		if n.lease != 0 {
+		n.eng.tr.close()
+		n.remote.closeAll()
+		n.peers.close()
+		if lease := n.leaseID(); lease != 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if _, err := n.opts.Etcd.Revoke(ctx, n.lease); err != nil {
+			if _, err := n.opts.Etcd.Revoke(ctx, lease); err != nil {
 				n.log.Warn("revoking the node lease", "err", err)
 			}
 			cancel()
@@ -177,68 +223,6 @@ func (n *Node) goAttach(f func()) {
 		defer n.wg.Done()
 		f()
 	}()
-}
-
-// register puts this node under a fresh lease at nodes/<id>. The key may
-// still be held by this node's previous incarnation (a crash leaves its lease
-// alive for up to its TTL): the lease id kept in the data directory says so,
-// and that lease is revoked. A key held by any other lease means another live
-// node has this id, and start-up fails.
-func (n *Node) register(ctx context.Context) error {
-	cli, key := n.opts.Etcd, n.cat.nodeKey(n.opts.Self.ID)
-	leaseFile := filepath.Join(n.opts.DataDir, "node.lease")
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return fmt.Errorf("cluster: reading node registration: %w", err)
-	}
-	if len(resp.Kvs) == 1 {
-		held := clientv3.LeaseID(resp.Kvs[0].Lease)
-		prev, _ := os.ReadFile(leaseFile)
-		if strconv.FormatInt(int64(held), 16) != strings.TrimSpace(string(prev)) {
-			return fmt.Errorf("cluster: node id %d is already registered by a live node (%s); give this node another node-id", n.opts.Self.ID, resp.Kvs[0].Value)
-		}
-		if _, err := cli.Revoke(ctx, held); err != nil {
-			return fmt.Errorf("cluster: revoking this node's previous lease: %w", err)
-		}
-	}
-	grant, err := cli.Grant(ctx, int64(n.opts.LeaseTTL/time.Second))
-	if err != nil {
-		return fmt.Errorf("cluster: granting the node lease: %w", err)
-	}
-	if err := writeFileSync(leaseFile, []byte(strconv.FormatInt(int64(grant.ID), 16))); err != nil {
-		return err
-	}
-	v, _ := json.Marshal(n.opts.Self)
-	txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(v), clientv3.WithLease(grant.ID))).Commit()
-	if err != nil {
-		return fmt.Errorf("cluster: registering node %d: %w", n.opts.Self.ID, err)
-	}
-	if !txn.Succeeded {
-		return fmt.Errorf("cluster: node id %d was registered by another node while this one started", n.opts.Self.ID)
-	}
-	n.lease = grant.ID
-	keepCtx, cancel := context.WithCancel(context.Background())
-	ka, err := cli.KeepAlive(keepCtx, grant.ID)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("cluster: keeping the node lease alive: %w", err)
-	}
-	n.goAttach(func() {
-		defer cancel()
-		for {
-			select {
-			case <-n.stop:
-				return
-			case _, ok := <-ka:
-				if !ok {
-					n.log.Error("the node lease expired; this node no longer shows as a member")
-					return
-				}
-			}
-		}
-	})
-	return nil
 }
 
 func writeFileSync(path string, data []byte) error {
@@ -259,34 +243,27 @@ func writeFileSync(path string, data []byte) error {
 
 // dropOrphans deletes stored shards the catalog no longer has: a crash
 // between deleting a stream in etcd and deleting its data leaves them.
-func (n *Node) dropOrphans() error {
+// It returns the shards that stay stored here.
+func (n *Node) dropOrphans() (map[uint64]bool, error) {
 	stored, err := n.opts.Store.Shards()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	known := make(map[uint64]bool)
-	for _, s := range n.cat.allShards() {
-		known[s.ID] = true
-	}
+	kept := make(map[uint64]bool)
 	for _, id := range stored {
-		if !known[id] {
-			n.log.Info("deleting the data of a shard whose stream is gone", "shard", id)
-			if err := n.opts.Store.DeleteShard(id); err != nil {
-				return err
-			}
+		if _, known := n.cat.shard(id); known {
+			kept[id] = true
+			continue
+		}
+		n.log.Info("deleting the data of a shard whose stream is gone", "shard", id)
+		if err := n.opts.Store.DeleteShard(id); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return kept, nil
 }
 
-func (n *Node) hosts(s ShardMeta) bool {
-	for _, r := range s.Replicas {
-		if r == n.opts.Self.ID {
-			return true
-		}
-	}
-	return false
-}
+func (n *Node) hosts(s ShardMeta) bool { return slices.Contains(s.Replicas, n.opts.Self.ID) }
 
 // Ready reports whether the node serves the shards placed on it: it has
 // started and is not closing, its store has not failed, and every shard the
@@ -357,24 +334,6 @@ func (n *Node) Self() NodeInfo { return n.opts.Self }
 // StartedAt is when this node started serving.
 func (n *Node) StartedAt() time.Time { return n.startedAt }
 
-// Members lists the live nodes (those whose lease is alive), sorted by id.
-func (n *Node) Members(ctx context.Context) ([]NodeInfo, error) {
-	resp, err := n.opts.Etcd.Get(ctx, n.cat.nodesPrefix(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("cluster: listing nodes: %w", err)
-	}
-	out := make([]NodeInfo, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		var ni NodeInfo
-		if err := json.Unmarshal(kv.Value, &ni); err != nil {
-			return nil, fmt.Errorf("cluster: decoding etcd key %q: %w", kv.Key, err)
-		}
-		out = append(out, ni)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
-}
-
 // CreateStream creates a stream and its shards (ranges as HStreamDB computes
 // them). Name, ShardCount, ReplicationFactor and BacklogSeconds come from m;
 // the node fills CreatedAt and ShardIDs. ErrStreamExists, ErrTooFewNodes.
@@ -382,28 +341,34 @@ func (n *Node) CreateStream(ctx context.Context, m StreamMeta) (StreamMeta, []Sh
 	if m.ShardCount == 0 {
 		return StreamMeta{}, nil, fmt.Errorf("cluster: stream %q needs at least one shard", m.Name)
 	}
-	members, err := n.Members(ctx)
-	if err != nil {
-		return StreamMeta{}, nil, err
-	}
-	if int(m.ReplicationFactor) > len(members) {
-		return StreamMeta{}, nil, fmt.Errorf("%w: replication factor %d, but the cluster has %d node(s)", ErrTooFewNodes, m.ReplicationFactor, len(members))
-	}
-	if m.ReplicationFactor > 1 {
-		// Placement across nodes arrives with the cluster issue.
-		return StreamMeta{}, nil, fmt.Errorf("%w: replication factor %d, but this weir version replicates shards on one node only", ErrTooFewNodes, m.ReplicationFactor)
+	members := n.liveMembers()
+	rf := max(int(m.ReplicationFactor), 1)
+	if rf > len(members) {
+		return StreamMeta{}, nil, fmt.Errorf("%w: replication factor %d, but the cluster has %d live node(s)", ErrTooFewNodes, rf, len(members))
 	}
 	ranges := wire.ShardRanges(m.ShardCount)
 	texts := make([][2]string, len(ranges))
+	keys := make([]string, len(ranges))
 	for i, r := range ranges {
 		texts[i] = [2]string{wire.FormatKey(r.Start), wire.FormatKey(r.End)}
+		keys[i] = fmt.Sprintf("%s/%d", m.Name, i)
+	}
+	placed := placeItems(placeNodesOf(members), keys, rf, n.opts.LoadBound, n.replicaLoad())
+	sets := make([][]uint64, len(keys))
+	for i, k := range keys {
+		sets[i] = placed[k]
 	}
 	m.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
-	m, shards, err := n.cat.createStream(ctx, m, texts, []uint64{n.opts.Self.ID})
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
+	m, shards, err := n.cat.createStream(ctx, m, texts, sets)
 	if err != nil {
-		return StreamMeta{}, nil, err
+		return StreamMeta{}, nil, n.metaErr(err)
 	}
 	for _, s := range shards {
+		if !n.hosts(s) {
+			continue // its replicas open it when the catalog watch tells them
+		}
 		if err := n.eng.do(func() error { _, err := n.eng.addShard(s); return err }); err != nil {
 			return StreamMeta{}, nil, fmt.Errorf("cluster: starting shard %d of stream %q: %w", s.ID, m.Name, err)
 		}
@@ -417,11 +382,16 @@ func (n *Node) CreateStream(ctx context.Context, m StreamMeta) (StreamMeta, []Sh
 // with subscriptions is refused. ErrStreamNotFound,
 // ErrStreamHasSubscriptions.
 func (n *Node) DeleteStream(ctx context.Context, name string, force bool) (deletedSubs []string, err error) {
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
 	_, shards, subs, err := n.cat.deleteStream(ctx, name, force)
 	if err != nil {
-		return nil, err
+		return nil, n.metaErr(err)
 	}
 	for _, s := range shards {
+		if _, ok := n.eng.shard(s.ID); !ok {
+			continue
+		}
 		if err := n.eng.do(func() error { return n.eng.removeShard(s.ID) }); err != nil {
 			return subs, fmt.Errorf("cluster: deleting the data of shard %d: %w", s.ID, err)
 		}
@@ -439,11 +409,41 @@ func (n *Node) Streams(prefix string) []StreamMeta { return n.cat.streamList(pre
 // StreamShards lists a stream's shards in hash-range order. ErrStreamNotFound.
 func (n *Node) StreamShards(name string) ([]ShardMeta, error) { return n.cat.streamShards(name) }
 
-// Shard returns the local replica of a shard. ErrShardNotFound.
-func (n *Node) Shard(id uint64) (*Shard, error) {
-	s, ok := n.eng.shard(id)
+// Shard returns a shard of any stream: this node's replica when it hosts
+// one, else a handle that reaches a node that does (remote.go).
+// ErrShardNotFound.
+func (n *Node) Shard(id uint64) (ShardLog, error) {
+	if s, ok := n.eng.shard(id); ok {
+		return s, nil
+	}
+	m, ok := n.cat.shard(id)
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrShardNotFound, id)
+	}
+	if !n.hosts(m) {
+		return n.remote.get(n, m), nil
+	}
+	// Placed here but not open yet: the stream is being created, or the
+	// catalog watch has just placed a replica here. The group opens within
+	// moments; a handle to another node would be wrong for good.
+	for deadline := time.Now().Add(noLeaderWait); time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		if s, ok := n.eng.shard(id); ok {
+			return s, nil
+		}
+		if m, ok = n.cat.shard(id); !ok {
+			return nil, fmt.Errorf("%w: %d", ErrShardNotFound, id)
+		}
+	}
+	return nil, fmt.Errorf("%w: shard %d is placed on node %d but has not opened there in %v", ErrNoLeader, id, n.opts.Self.ID, noLeaderWait)
+}
+
+// LocalShard returns this node's replica of a shard. ErrShardNotFound if
+// this node hosts none.
+func (n *Node) LocalShard(id uint64) (*Shard, error) {
+	s, ok := n.eng.shard(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: %d is not hosted on node %d", ErrShardNotFound, id, n.opts.Self.ID)
 	}
 	return s, nil
 }
@@ -453,7 +453,9 @@ func (n *Node) CreateReader(ctx context.Context, r ReaderMeta) error {
 	if _, err := n.cat.stream(r.Stream); err != nil {
 		return err
 	}
-	return n.cat.createReader(ctx, r)
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
+	return n.metaErr(n.cat.createReader(ctx, r))
 }
 
 // Reader returns one shard reader. ErrReaderNotFound.
@@ -463,7 +465,15 @@ func (n *Node) Reader(id string) (ReaderMeta, error) { return n.cat.reader(id) }
 func (n *Node) Readers() []ReaderMeta { return n.cat.readerList() }
 
 // SaveReader persists a reader's new position. ErrReaderNotFound.
-func (n *Node) SaveReader(ctx context.Context, r ReaderMeta) error { return n.cat.saveReader(ctx, r) }
+func (n *Node) SaveReader(ctx context.Context, r ReaderMeta) error {
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
+	return n.metaErr(n.cat.saveReader(ctx, r))
+}
 
 // DeleteReader removes a reader. ErrReaderNotFound.
-func (n *Node) DeleteReader(ctx context.Context, id string) error { return n.cat.deleteReader(ctx, id) }
+func (n *Node) DeleteReader(ctx context.Context, id string) error {
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
+	return n.metaErr(n.cat.deleteReader(ctx, id))
+}

@@ -39,7 +39,7 @@ func createStream(t *testing.T, node *cluster.Node, name string, shards, backlog
 
 func shardOf(t *testing.T, node *cluster.Node, id uint64) *cluster.Shard {
 	t.Helper()
-	sh, err := node.Shard(id)
+	sh, err := node.LocalShard(id)
 	require.NoError(t, err)
 	return sh
 }

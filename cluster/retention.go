@@ -28,8 +28,9 @@ func (n *Node) enforceRetention(now time.Time) {
 		}
 		cutoff := now.Add(-time.Duration(m.BacklogSeconds) * time.Second)
 		for _, id := range m.ShardIDs {
+			// The leader trims, through raft, for every replica.
 			s, ok := n.eng.shard(id)
-			if !ok {
+			if !ok || s.leader.Load() != n.opts.Self.ID {
 				continue
 			}
 			keep, err := s.IndexAtTime(cutoff)
@@ -37,7 +38,13 @@ func (n *Node) enforceRetention(now time.Time) {
 				n.log.Warn("retention: finding the cutoff", "stream", m.Name, "shard", id, "err", err)
 				continue
 			}
-			if keep <= s.First() {
+			// Only records expire: raft's own entries below the first
+			// record, and the trim entries of earlier rounds, are no
+			// reason to trim (which would itself add an entry, and an
+			// idle stream would trim every round).
+			if first, ok, err := s.firstDataFrom(s.First(), keep); err != nil || !ok {
+				continue
+			} else if first.Index >= keep {
 				continue
 			}
 			if err := s.Trim(context.Background(), keep-1); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,14 +23,20 @@ type Shard struct {
 	log    *store.Log
 	met    streamMetrics
 	leader atomic.Uint64 // the raft leader as last reported (0: none); written by the loop
+	// conf is the group's configuration as this replica last applied it;
+	// written by the loop.
+	conf atomic.Pointer[raftpb.ConfState]
 	// leaderless is when the shard last lost its leader, or opened without
 	// one (unix ns); 0 while it has one. Written by the loop.
 	leaderless atomic.Int64
 
 	// Owned by the engine's loop goroutine.
-	rn        *raft.RawNode
-	hardState *raftpb.HardState // last persisted
-	lastStamp int64             // last append time stamped, ms; never decreases
+	rn         *raft.RawNode
+	hardState  *raftpb.HardState // last persisted (as raft gave it; the commit saved may be lower)
+	applied    uint64            // the last committed index applied (its entries handed out)
+	lastStamp  int64             // last append time stamped, ms; never decreases
+	confAt     time.Time         // when reconfigure last proposed a configuration change
+	transferAt time.Time         // when reconfigure last asked for a leadership transfer
 
 	mu        sync.Mutex
 	committed uint64        // guarded by mu: highest applied index, readable
@@ -39,6 +46,18 @@ type Shard struct {
 
 // Meta is the shard's metadata.
 func (s *Shard) Meta() ShardMeta { return s.meta }
+
+// member reports whether node id is in the replica's applied raft
+// configuration, as a voter (incoming or outgoing) or a learner.
+func (s *Shard) member(id uint64) bool {
+	cs := s.conf.Load()
+	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetVotersOutgoing(), id) ||
+		slices.Contains(cs.GetLearners(), id) || slices.Contains(cs.GetLearnersNext(), id)
+}
+
+// Leader is the node id of the shard's raft leader as this replica last
+// heard, 0 if none.
+func (s *Shard) Leader() uint64 { return s.leader.Load() }
 
 // Append proposes one marshaled BatchedRecord and returns once it is
 // committed (durable): its log index and the append time stamped on it.
@@ -58,6 +77,11 @@ func (s *Shard) Append(ctx context.Context, batch []byte) (uint64, time.Time, er
 // committed in that order, so a caller that pipelines appends keeps their
 // order.
 func (s *Shard) Propose(ctx context.Context, batch []byte) (*Pending, error) {
+	return s.propose(ctx, newEntryData(batch), batchRecords(batch))
+}
+
+// propose queues an entry's data (records, or a trim) for the next round.
+func (s *Shard) propose(ctx context.Context, data []byte, records int) (*Pending, error) {
 	if s.removed() {
 		return nil, fmt.Errorf("%w: shard %d was deleted", ErrShardNotFound, s.meta.ID)
 	}
@@ -65,8 +89,7 @@ func (s *Shard) Propose(ctx context.Context, batch []byte) (*Pending, error) {
 	if err := e.err(); err != nil {
 		return nil, err
 	}
-	p := &proposal{shard: s, data: newEntryData(batch), records: batchRecords(batch), queuedAt: time.Now(),
-		done: make(chan proposalResult, 1)}
+	p := &proposal{shard: s, data: data, records: records, queuedAt: time.Now(), done: make(chan proposalResult, 1)}
 	select {
 	case e.propc <- p:
 		return &Pending{p: p, eng: e}, nil
@@ -81,12 +104,18 @@ func (s *Shard) Propose(ctx context.Context, batch []byte) (*Pending, error) {
 type Pending struct {
 	p   *proposal
 	eng *engine
+	// wait, when set, replaces p and eng: an append forwarded to another
+	// node (remote.go).
+	wait func(ctx context.Context) (uint64, time.Time, error)
 }
 
 // Wait returns once the append is committed, with its log index and the
 // append time stamped on it, or once it failed. If ctx ends first, the
 // append may still commit; the caller cannot know. Call Wait once.
 func (pd *Pending) Wait(ctx context.Context) (uint64, time.Time, error) {
+	if pd.wait != nil {
+		return pd.wait(ctx)
+	}
 	result := func(r proposalResult) (uint64, time.Time, error) {
 		if r.err != nil {
 			return 0, time.Time{}, r.err
@@ -313,7 +342,9 @@ func (s *Shard) firstDataFrom(lo, hi uint64) (Entry, bool, error) {
 	return found, ok, err
 }
 
-// Trim drops every entry with index <= through (capped at Committed()).
+// Trim drops every entry with index <= through (capped at Committed()) on
+// every replica: it commits a trim entry through raft, which each replica
+// applies (applyTrim), and returns once this one has.
 func (s *Shard) Trim(ctx context.Context, through uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -323,7 +354,11 @@ func (s *Shard) Trim(ctx context.Context, through uint64) error {
 	if through < s.First() {
 		return nil
 	}
-	if err := s.log.Compact(through); err != nil {
+	p, err := s.propose(ctx, newTrimData(through), 0)
+	if err != nil {
+		return err
+	}
+	if _, _, err := p.Wait(ctx); err != nil {
 		return fmt.Errorf("cluster: trimming shard %d through %d: %w", s.meta.ID, through, err)
 	}
 	return nil

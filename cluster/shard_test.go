@@ -253,16 +253,17 @@ func TestTrim(t *testing.T) {
 	assert.Equal(t, got[4].index, sh.First())
 	assert.Len(t, readAll(t, sh), 6)
 
-	// Past the tail: capped at Committed.
+	// Past the tail: capped at Committed. The trim is an entry of the
+	// log itself (so every replica applies it), at c+1.
 	c := committed(sh)
 	require.NoError(t, sh.Trim(ctx, c+1000))
 	assert.Equal(t, c+1, sh.First())
 	assert.Empty(t, readAll(t, sh))
-	assert.Equal(t, c, committed(sh))
+	assert.Equal(t, c+1, committed(sh))
 
 	// The shard still takes appends after its whole log was trimmed.
 	more := appendSeq(t, sh, "after", 2)
-	assert.Equal(t, c+1, more[0].index)
+	assert.Equal(t, c+2, more[0].index)
 	ents = readAll(t, sh)
 	require.Len(t, ents, 2)
 	assert.Equal(t, more[1].data, ents[1].Batch)

@@ -84,18 +84,31 @@ func (c *catalog) deleteStream(ctx context.Context, name string, force bool) (St
 		if !resp.Succeeded {
 			continue // deleted, re-created or subscribed meanwhile: look again
 		}
-		c.mu.Lock()
-		if cached, ok := c.streams[name]; ok && slices.Equal(cached.ShardIDs, m.ShardIDs) {
-			delete(c.streams, name)
-		}
+		keys := []string{key}
 		for _, id := range m.ShardIDs {
-			delete(c.shards, id)
+			keys = append(keys, c.shardKey(id))
 		}
 		for _, id := range readers {
-			delete(c.readers, id)
+			keys = append(keys, c.readerKey(id))
 		}
 		for _, id := range subs {
-			delete(c.subs, id)
+			keys = append(keys, c.subKey(id), c.subOwnerKey(id))
+		}
+		c.mu.Lock()
+		if c.wroteLocked(resp.Header.Revision, keys...) {
+			if cached, ok := c.streams[name]; ok && slices.Equal(cached.ShardIDs, m.ShardIDs) {
+				delete(c.streams, name)
+			}
+			for _, id := range m.ShardIDs {
+				delete(c.shards, id)
+			}
+			for _, id := range readers {
+				delete(c.readers, id)
+			}
+			for _, id := range subs {
+				delete(c.subs, id)
+				delete(c.owners, id)
+			}
 		}
 		c.mu.Unlock()
 		return m, shards, subs, nil
@@ -168,7 +181,9 @@ func (c *catalog) createSubscription(ctx context.Context, m SubscriptionMeta,
 			continue // the stream changed meanwhile: resolve again
 		}
 		c.mu.Lock()
-		c.subs[m.ID] = m
+		if c.wroteLocked(resp.Header.Revision, key) {
+			c.subs[m.ID] = m
+		}
 		c.mu.Unlock()
 		return m, nil
 	}
@@ -184,7 +199,10 @@ func (c *catalog) deleteSubscription(ctx context.Context, id string) error {
 		return fmt.Errorf("cluster: deleting subscription %q in etcd: %w", id, err)
 	}
 	c.mu.Lock()
-	delete(c.subs, id)
+	if !resp.Succeeded || c.wroteLocked(resp.Header.Revision, key, c.subOwnerKey(id)) {
+		delete(c.subs, id)
+		delete(c.owners, id)
+	}
 	c.mu.Unlock()
 	if !resp.Succeeded {
 		return fmt.Errorf("%w: %q", ErrSubscriptionNotFound, id)
@@ -306,6 +324,8 @@ func (n *Node) CreateSubscription(ctx context.Context, m SubscriptionMeta) (Subs
 		return SubscriptionMeta{}, fmt.Errorf("cluster: subscription %q: offset %q is neither %q nor %q", m.ID, m.Offset, OffsetEarliest, OffsetLatest)
 	}
 	m.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
 	m, err := n.cat.createSubscription(ctx, m, func(sm StreamMeta) (map[uint64]uint64, error) {
 		start := make(map[uint64]uint64, len(sm.ShardIDs))
 		for _, id := range sm.ShardIDs {
@@ -323,7 +343,7 @@ func (n *Node) CreateSubscription(ctx context.Context, m SubscriptionMeta) (Subs
 		return start, nil
 	})
 	if err != nil {
-		return SubscriptionMeta{}, err
+		return SubscriptionMeta{}, n.metaErr(err)
 	}
 	n.log.Info("subscription created", "subscription", m.ID, "stream", m.Stream, "offset", m.Offset)
 	return m, nil
@@ -332,8 +352,10 @@ func (n *Node) CreateSubscription(ctx context.Context, m SubscriptionMeta) (Subs
 // DeleteSubscription removes a subscription with its checkpoint.
 // ErrSubscriptionNotFound. Stopping its consumers is the caller's business.
 func (n *Node) DeleteSubscription(ctx context.Context, id string) error {
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
 	if err := n.cat.deleteSubscription(ctx, id); err != nil {
-		return err
+		return n.metaErr(err)
 	}
 	n.log.Info("subscription deleted", "subscription", id)
 	return nil
@@ -350,22 +372,31 @@ func (n *Node) Subscriptions(prefix string) []SubscriptionMeta { return n.cat.su
 // node's lease: the key goes when the node does. ErrNotOwner if another node
 // holds it, ErrSubscriptionNotFound.
 func (n *Node) ClaimSubscription(ctx context.Context, id string) error {
-	return n.cat.claimSubscription(ctx, id, n.opts.Self.ID, n.lease)
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
+	return n.metaErr(n.cat.claimSubscription(ctx, id, n.opts.Self.ID, n.leaseID()))
 }
 
 // ReleaseSubscription gives up this node's ownership of a subscription.
 func (n *Node) ReleaseSubscription(ctx context.Context, id string) error {
-	return n.cat.releaseSubscription(ctx, id, n.opts.Self.ID, n.lease)
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
+	return n.metaErr(n.cat.releaseSubscription(ctx, id, n.opts.Self.ID, n.leaseID()))
 }
 
 // Checkpoint reads a subscription's persisted progress; ok is false if none
 // was saved yet.
 func (n *Node) Checkpoint(ctx context.Context, id string) (Checkpoint, bool, error) {
-	return n.cat.checkpoint(ctx, id)
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
+	cp, ok, err := n.cat.checkpoint(ctx, id)
+	return cp, ok, n.metaErr(err)
 }
 
 // SaveCheckpoint persists a subscription's progress, if this node still
 // owns it. ErrNotOwner, ErrSubscriptionNotFound.
 func (n *Node) SaveCheckpoint(ctx context.Context, id string, cp Checkpoint) error {
-	return n.cat.saveCheckpoint(ctx, id, cp, n.opts.Self.ID, n.lease)
+	ctx, cancel := n.metaCtx(ctx)
+	defer cancel()
+	return n.metaErr(n.cat.saveCheckpoint(ctx, id, cp, n.opts.Self.ID, n.leaseID()))
 }

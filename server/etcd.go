@@ -10,6 +10,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // startEmbeddedEtcd starts a one-member etcd in dir, listening on the given
@@ -75,6 +77,14 @@ func dialEtcd(endpoints []string, timeout time.Duration) (*clientv3.Client, erro
 		Endpoints:   endpoints,
 		DialTimeout: timeout,
 		Logger:      zap.NewNop(),
+		// gRPC's default reconnect back-off grows to 2 minutes: after an
+		// etcd outage, metadata operations would stay refused long after
+		// etcd is back. A node has one connection to its etcd; trying it
+		// every second at worst costs nothing.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to etcd %v: %w", endpoints, err)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/weir-log/weir/api"
+	"github.com/weir-log/weir/api/peerpb"
 	"github.com/weir-log/weir/bridge"
 	"github.com/weir-log/weir/broker"
 	"github.com/weir-log/weir/cluster"
@@ -133,7 +134,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}
 
-	self := cluster.NodeInfo{ID: cfg.NodeID, GRPCAddr: advertise, Version: Version}
+	self := cluster.NodeInfo{ID: cfg.NodeID, GRPCAddr: advertise, Version: Version, Weight: cfg.Cluster.Weight}
 	if s.httpLis != nil {
 		self.HTTPAddr = s.httpLis.Addr().String()
 	}
@@ -148,6 +149,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxWait:           cfg.Store.GroupCommit.MaxWait,
 		MaxRoundBytes:     int(cfg.Store.GroupCommit.MaxBytes),
 		MaxInflight:       cfg.Store.MaxInflightAppends,
+		LoadBound:         cfg.Cluster.LoadBound,
+		DeadAfter:         cfg.Cluster.DeadAfter,
+		MetadataTimeout:   cfg.Cluster.MetadataTimeout,
 		Logger:            s.log,
 		Metrics:           s.reg,
 	}); err != nil {
@@ -187,6 +191,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Logger:        s.log,
 	})
 	svc.Register(s.grpc)
+	peerpb.RegisterPeerServer(s.grpc, s.node.PeerServer())
 	s.svc = svc
 	// The serving goroutines take their own copies: Close, after a failed
 	// Start, clears the fields while they may still be starting.
