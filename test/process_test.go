@@ -19,30 +19,49 @@ import (
 	"github.com/weir-log/weir/internal/nodetest"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// builds caches the binaries built for this test binary, by package and
+// flags: each is built once, whichever tests ask.
+var builds sync.Map // buildKey → *build
 
-// weirBinary builds cmd/weir once for the whole test binary.
-func weirBinary(t *testing.T) string {
+type buildKey struct {
+	pkg  string
+	race bool
+}
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// binary builds a main package of this module once for the whole test
+// binary, with the race detector if race is set, and returns its path.
+func binary(t *testing.T, pkg string, race bool) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	v, _ := builds.LoadOrStore(buildKey{pkg, race}, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "weir-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "weir")
-		out, err := exec.Command("go", "build", "-race", "-o", binPath, "github.com/weir-log/weir/cmd/weir").CombinedOutput()
+		b.path = filepath.Join(dir, filepath.Base(pkg))
+		args := []string{"build", "-o", b.path}
+		if race {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "github.com/weir-log/weir/"+pkg)...).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	})
-	require.NoError(t, buildErr)
-	return binPath
+	require.NoError(t, b.err)
+	return b.path
 }
+
+// weirBinary is cmd/weir with the race detector, as the tests run weir.
+func weirBinary(t *testing.T) string { return binary(t, "cmd/weir", true) }
 
 // proc is a `weir server` child process with fixed ports and data dir, so it
 // can be killed and started again on the same state.
