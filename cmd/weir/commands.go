@@ -35,6 +35,7 @@ func addClientCommands(root *cobra.Command) {
 	for _, cmd := range []*cobra.Command{
 		newStreamCmd(g),
 		newShardCmd(g),
+		newClusterCmd(g),
 		newAppendCmd(g),
 		newReadCmd(g),
 		newSubCmd(g),
