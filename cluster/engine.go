@@ -151,8 +151,10 @@ func proposalIDBase(nodeID uint64) uint64 {
 	return nodeID<<48 | rand.Uint64()>>16
 }
 
-// reportFailure hands a transport failure to the loop without blocking: if
-// the loop is that far behind, raft finds out by itself soon enough.
+// reportFailure hands a transport failure to the loop, from a sender
+// goroutine (never the loop: it may block), without blocking unless it
+// concerns a snapshot: if the loop is that far behind, raft finds out by
+// itself soon enough.
 func (e *engine) reportFailure(f sendFailure) {
 	if len(f.snapshots) > 0 {
 		// Raft waits for a snapshot's outcome before it sends that
@@ -592,7 +594,9 @@ func (e *engine) handleReady() {
 		}
 	}
 	if msgs != nil && e.tr != nil {
-		e.tr.send(msgs)
+		for _, f := range e.tr.send(msgs) {
+			e.handleFailure(f)
+		}
 	}
 	now := time.Now()
 	for _, r := range readies {

@@ -83,8 +83,9 @@ func newTransport(self uint64, p *peers, log *slog.Logger, report func(sendFailu
 }
 
 // send queues msgs (of any groups, keyed by the group's shard id) to their
-// destinations. It never blocks.
-func (t *transport) send(msgs map[uint64][]*raftpb.Message) {
+// destinations. It never blocks: the batches that do not fit a peer's queue
+// are dropped and returned, for the caller (the loop) to tell raft.
+func (t *transport) send(msgs map[uint64][]*raftpb.Message) (dropped []sendFailure) {
 	type pending struct {
 		batches []*outBatch
 		size    int // of the last batch
@@ -124,16 +125,17 @@ func (t *transport) send(msgs map[uint64][]*raftpb.Message) {
 	for to, p := range byPeer {
 		q := t.queue(to)
 		if q == nil {
-			return // closed
+			return dropped // closed
 		}
 		for _, b := range p.batches {
 			select {
 			case q.c <- b:
 			default:
-				t.report(failureOf(to, b, false))
+				dropped = append(dropped, failureOf(to, b, false))
 			}
 		}
 	}
+	return dropped
 }
 
 // outBatch is a batch for one peer with what its failure would concern: the
