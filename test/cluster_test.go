@@ -47,10 +47,35 @@ type grpcLoad struct {
 
 	appends  atomic.Int64 // batches acknowledged
 	attempts atomic.Int64 // Append calls made
+	ackLog
 
 	mu   sync.Mutex
+	errs []error // guarded by mu: batches given up on
+}
+
+// ackLog is what a load had acknowledged, in the order the acks arrived;
+// safe for concurrent use.
+type ackLog struct {
+	mu   sync.Mutex
 	acks []ackedRec // guarded by mu
-	errs []error    // guarded by mu: batches given up on
+}
+
+func (a *ackLog) add(recs ...ackedRec) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.acks = append(a.acks, recs...)
+}
+
+func (a *ackLog) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.acks)
+}
+
+func (a *ackLog) acked() []ackedRec {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]ackedRec(nil), a.acks...)
 }
 
 // startGRPCLoad starts one writer per key appending batches of batch
@@ -67,13 +92,7 @@ func startGRPCLoad(c *testCluster, stream string, smap *wire.ShardMap, keys []st
 				if ctx.Err() != nil {
 					return
 				}
-				recs := make([]*hstreampb.HStreamRecord, batch)
-				for i := range recs {
-					recs[i] = &hstreampb.HStreamRecord{
-						Header:  &hstreampb.HStreamRecordHeader{Flag: hstreampb.HStreamRecordHeader_RAW, Key: key},
-						Payload: fmt.Appendf(nil, "%s/%08d", key, seq+i),
-					}
-				}
+				recs := keyedRecords(key, seq, batch)
 				br, err := wire.EncodeBatch(recs, hstreampb.CompressionType_None)
 				if err != nil {
 					panic(err)
@@ -97,11 +116,11 @@ func startGRPCLoad(c *testCluster, stream string, smap *wire.ShardMap, keys []st
 					return
 				}
 				now := time.Now()
-				l.mu.Lock()
+				acks := make([]ackedRec, len(recs))
 				for i, id := range resp.GetRecordIds() {
-					l.acks = append(l.acks, ackedRec{key: key, payload: string(recs[i].GetPayload()), id: id, at: now})
+					acks[i] = ackedRec{key: key, payload: string(recs[i].GetPayload()), id: id, at: now}
 				}
-				l.mu.Unlock()
+				l.add(acks...)
 				l.appends.Add(1)
 				if pace > 0 {
 					select {
@@ -134,18 +153,6 @@ func (l *grpcLoad) wait() []error {
 	return l.errs
 }
 
-func (l *grpcLoad) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.acks)
-}
-
-func (l *grpcLoad) acked() []ackedRec {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]ackedRec(nil), l.acks...)
-}
-
 // mqttLoad has MQTT clients publish at QoS 1 to topics <stream>/<client id>,
 // which the default route appends to the stream keyed by client id. Each
 // client keeps up to window publishes in flight; a publish without PUBACK
@@ -156,9 +163,7 @@ type mqttLoad struct {
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	reconnects atomic.Int64
-
-	mu   sync.Mutex
-	acks []ackedRec // guarded by mu
+	ackLog
 }
 
 // startMQTTLoad starts one client per id, client i connected to addrs[i].
@@ -203,9 +208,7 @@ func (l *mqttLoad) publish(addr, id, topic string, window int, pace time.Duratio
 			if !p.tok.WaitTimeout(15*time.Second) || p.tok.Error() != nil {
 				return false
 			}
-			l.mu.Lock()
-			l.acks = append(l.acks, ackedRec{key: id, payload: p.payload, at: time.Now()})
-			l.mu.Unlock()
+			l.add(ackedRec{key: id, payload: p.payload, at: time.Now()})
 			inflight = inflight[1:]
 			block = false
 		}
@@ -258,18 +261,6 @@ func (l *mqttLoad) halt() {
 		close(l.stop)
 	}
 	l.wg.Wait()
-}
-
-func (l *mqttLoad) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.acks)
-}
-
-func (l *mqttLoad) acked() []ackedRec {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]ackedRec(nil), l.acks...)
 }
 
 // firstAckAfter returns the earliest acknowledgement at or after t among

@@ -243,8 +243,9 @@ type appendedRec struct {
 	payload string
 }
 
-// append appends records key/seq .. key/seq+n-1 in one batch to a shard.
-func (a *appendLog) append(api hstreampb.HStreamApiClient, stream string, shard uint64, key string, seq, n int) error {
+// keyedRecords are RAW records of key with payloads key/seq .. key/seq+n-1
+// (the sequence number zero-padded, so payloads sort in sequence order).
+func keyedRecords(key string, seq, n int) []*hstreampb.HStreamRecord {
 	recs := make([]*hstreampb.HStreamRecord, n)
 	for i := range recs {
 		recs[i] = &hstreampb.HStreamRecord{
@@ -252,6 +253,12 @@ func (a *appendLog) append(api hstreampb.HStreamApiClient, stream string, shard 
 			Payload: fmt.Appendf(nil, "%s/%08d", key, seq+i),
 		}
 	}
+	return recs
+}
+
+// append appends records key/seq .. key/seq+n-1 in one batch to a shard.
+func (a *appendLog) append(api hstreampb.HStreamApiClient, stream string, shard uint64, key string, seq, n int) error {
+	recs := keyedRecords(key, seq, n)
 	br, err := wire.EncodeBatch(recs, hstreampb.CompressionType_None)
 	if err != nil {
 		return err
