@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"testing"
 	"time"
 
@@ -15,9 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 
+	"github.com/weir-log/weir/internal/etcdutil"
 	"github.com/weir-log/weir/internal/syncbuf"
 	"github.com/weir-log/weir/store"
 )
@@ -39,16 +37,8 @@ func startTestEtcd(t *testing.T) *testEtcd {
 
 func (te *testEtcd) start(t *testing.T) {
 	t.Helper()
-	cu := url.URL{Scheme: "http", Host: te.client}
-	pu := url.URL{Scheme: "http", Host: te.peer}
-	ec := embed.NewConfig()
-	ec.Name = "test"
-	ec.Dir = te.dir
-	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	ec.InitialCluster = "test=" + pu.String()
+	ec := etcdutil.Config("test", te.dir, te.client, te.peer, zap.NewNop())
 	ec.LogLevel = "error"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	e, err := embed.StartEtcd(ec)
 	require.NoError(t, err)
 	select {
@@ -70,10 +60,7 @@ func (te *testEtcd) stop() {
 func (te *testEtcd) dial(t *testing.T) *clientv3.Client {
 	t.Helper()
 	// A short reconnection back-off: a test restarts etcd.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{te.client}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, MaxDelay: time.Second}, MinConnectTimeout: time.Second,
-		})}})
+	cli, err := etcdutil.Dial([]string{te.client}, 5*time.Second)
 	require.NoError(t, err)
 	t.Cleanup(func() { cli.Close() })
 	return cli

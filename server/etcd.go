@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/url"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
+
+	"github.com/weir-log/weir/internal/etcdutil"
 )
 
 // startEmbeddedEtcd starts a one-member etcd in dir, listening on the given
@@ -26,16 +25,8 @@ func startEmbeddedEtcd(ctx context.Context, name, dir, clientAddr, peerAddr stri
 	if err != nil {
 		return nil, "", fmt.Errorf("etcd.embedded.peer-listen: %w", err)
 	}
-	cu := url.URL{Scheme: "http", Host: clientAddr}
-	pu := url.URL{Scheme: "http", Host: peerAddr}
-	ec := embed.NewConfig()
-	ec.Name = name
-	ec.Dir = dir
-	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	ec.InitialCluster = name + "=" + pu.String()
+	ec := etcdutil.Config(name, dir, clientAddr, peerAddr, log)
 	ec.LogLevel = "warn"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(log)
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "1h"
 	e, err := embed.StartEtcd(ec)
@@ -44,7 +35,7 @@ func startEmbeddedEtcd(ctx context.Context, name, dir, clientAddr, peerAddr stri
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		return e, cu.Host, nil
+		return e, clientAddr, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, "", fmt.Errorf("the embedded etcd failed: %w", err)
@@ -73,19 +64,7 @@ func concreteAddr(addr string) (string, error) {
 }
 
 func dialEtcd(endpoints []string, timeout time.Duration) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: timeout,
-		Logger:      zap.NewNop(),
-		// gRPC's default reconnect back-off grows to 2 minutes: after an
-		// etcd outage, metadata operations would stay refused long after
-		// etcd is back. A node has one connection to its etcd; trying it
-		// every second at worst costs nothing.
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: time.Second,
-		})},
-	})
+	cli, err := etcdutil.Dial(endpoints, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
 	}

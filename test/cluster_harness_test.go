@@ -22,14 +22,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/peerpb"
+	"github.com/weir-log/weir/internal/etcdutil"
 	"github.com/weir-log/weir/internal/nodetest"
 )
 
@@ -512,13 +511,8 @@ func (c *testCluster) createStream(name string, shards, rf uint32) []*hstreampb.
 func (c *testCluster) etcdClient() *clientv3.Client {
 	c.t.Helper()
 	c.etcdOnce.Do(func() {
-		// gRPC's default reconnect back-off grows to minutes: after the
-		// outage test restarts etcd, reads would fail long after it is back.
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.etcd.clientAddr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-			DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: time.Second,
-			})}})
+		// A short reconnection back-off: the outage test restarts etcd.
+		cli, err := etcdutil.Dial([]string{c.etcd.clientAddr}, 5*time.Second)
 		require.NoError(c.t, err)
 		c.etcdCli = cli
 	})

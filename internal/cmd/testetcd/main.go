@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,6 +22,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/weir-log/weir/internal/etcdutil"
 )
 
 // name is the member's name. It is fixed so that a restart on the same
@@ -54,15 +55,6 @@ func run(dir, clientAddr, peerAddr string) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 
-	cu := url.URL{Scheme: "http", Host: clientAddr}
-	pu := url.URL{Scheme: "http", Host: peerAddr}
-	ec := embed.NewConfig()
-	ec.Name = name
-	ec.Dir = dir
-	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	ec.InitialCluster = name + "=" + pu.String()
-	ec.LogLevel = "warn"
 	// etcd logs every listener it closes at error level on a clean stop;
 	// the level is raised before Close so a clean stop prints nothing
 	// that looks like a failure.
@@ -74,7 +66,8 @@ func run(dir, clientAddr, peerAddr string) error {
 	if err != nil {
 		return err
 	}
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(log)
+	ec := etcdutil.Config(name, dir, clientAddr, peerAddr, log)
+	ec.LogLevel = "warn"
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "1h"
 	e, err := embed.StartEtcd(ec)
@@ -95,7 +88,7 @@ func run(dir, clientAddr, peerAddr string) error {
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("etcd was not ready within 60s")
 	}
-	fmt.Printf("etcd ready %s\n", cu.String())
+	fmt.Printf("etcd ready %s\n", ec.ListenClientUrls[0].String())
 	select {
 	case err := <-e.Err():
 		return fmt.Errorf("etcd failed: %w", err)
