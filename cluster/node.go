@@ -184,8 +184,8 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}
 	n.goAttach(func() { n.watchCatalog(rev) })
-	n.goAttach(n.retentionLoop)
-	n.goAttach(n.reconcileLoop)
+	n.every(n.opts.RetentionInterval, func() { n.enforceRetention(time.Now()) })
+	n.every(reconcileInterval, n.reconcile)
 	if err := n.markRunning(ctx); err != nil {
 		return err
 	}
@@ -213,6 +213,23 @@ func (n *Node) Close() error {
 		}
 	})
 	return nil
+}
+
+// every runs f every d, in a goroutine that Close waits for, until the node
+// stops.
+func (n *Node) every(d time.Duration, f func()) {
+	n.goAttach(func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	})
 }
 
 // goAttach runs f in a goroutine that Close waits for; f must return once

@@ -129,20 +129,6 @@ func (n *Node) removedBy(m ShardMeta) bool {
 	return false
 }
 
-// reconcileLoop runs reconcile every reconcileInterval until the node stops.
-func (n *Node) reconcileLoop() {
-	t := time.NewTicker(reconcileInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-			n.reconcile()
-		}
-	}
-}
-
 // reconcile does one pass over the groups this node leads, and drops the
 // replicas moved off it.
 func (n *Node) reconcile() {

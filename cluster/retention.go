@@ -5,22 +5,10 @@ import (
 	"time"
 )
 
-// retentionLoop enforces each stream's backlog duration: every interval, the
-// entries of its shards appended before now − backlog are trimmed (raft log
-// compaction: a range delete in the store).
-func (n *Node) retentionLoop() {
-	t := time.NewTicker(n.opts.RetentionInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-			n.enforceRetention(time.Now())
-		}
-	}
-}
-
+// enforceRetention enforces each stream's backlog duration (Node.Start runs
+// it every Options.RetentionInterval): the entries of its shards appended
+// before now − backlog are trimmed (raft log compaction: a range delete in
+// the store).
 func (n *Node) enforceRetention(now time.Time) {
 	for _, m := range n.cat.streamList("") {
 		if m.BacklogSeconds == 0 {
