@@ -24,6 +24,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServerCmd(), newMQTTCmd())
+	root.AddCommand(newCertsCmd())
 	addClientCommands(root)
 	return root
 }
