@@ -20,14 +20,15 @@ type Config struct {
 	Etcd    Etcd    `yaml:"etcd"`
 	Cluster Cluster `yaml:"cluster"`
 
-	// TLS, with HStreamDB's key names; wired up by a later issue. While
-	// EnableTLS is true the key and certificate must be set and exist; the
-	// CA is optional (HStreamDB uses it to verify client certificates) but
-	// must exist when set.
-	EnableTLS   bool   `yaml:"enable-tls" doc:"serve the gRPC API over TLS with tls-key-path and tls-cert-path (default false)"`
+	// TLS for the gRPC API and between nodes, with HStreamDB's key names.
+	// While EnableTLS is true the key and certificate must be set and
+	// exist; the CA is optional and turns on mutual TLS. A path set while
+	// nothing uses it is an error (see Validate): a forgotten enable-tls
+	// would otherwise serve plaintext.
+	EnableTLS   bool   `yaml:"enable-tls" doc:"serve the gRPC API over TLS 1.2 or later with tls-cert-path and tls-key-path, and dial other nodes over TLS with the same certificate (default false)"`
 	TLSKeyPath  string `yaml:"tls-key-path" doc:"PEM private key for TLS; required when enable-tls is true (default empty)"`
 	TLSCertPath string `yaml:"tls-cert-path" doc:"PEM certificate (chain) for TLS; required when enable-tls is true (default empty)"`
-	TLSCAPath   string `yaml:"tls-ca-path" doc:"PEM CA bundle to verify client certificates with; optional (default empty)"`
+	TLSCAPath   string `yaml:"tls-ca-path" doc:"PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS), and nodes verify each other with it; without it, nodes verify each other with the system's roots (default empty)"`
 
 	Stream       StreamDefaults `yaml:"stream"`
 	Store        Store          `yaml:"store"`
@@ -128,13 +129,22 @@ type GRPC struct {
 // streams.
 type MQTT struct {
 	Listen           string        `yaml:"listen" doc:"host:port the MQTT broker listens on; empty disables MQTT (default 127.0.0.1:1883)"`
-	TLSListen        string        `yaml:"tls-listen" doc:"host:port of MQTT over TLS, with tls-cert-path and tls-key-path (tls-ca-path, when set, requires client certificates); empty disables it (default empty)"`
+	TLSListen        string        `yaml:"tls-listen" doc:"host:port of MQTT over TLS 1.2 or later, with mqtt.tls-cert-path and mqtt.tls-key-path, or when none of the mqtt.tls-*-path keys is set with tls-cert-path, tls-key-path and tls-ca-path; empty disables it (default empty)"`
 	WSListen         string        `yaml:"ws-listen" doc:"host:port of MQTT over WebSocket; empty disables it (default empty)"`
 	MaxPacketSize    ByteSize      `yaml:"max-packet-size" doc:"largest MQTT packet the broker accepts; larger ones close the connection (default 2MiB)"`
 	ReceiveMaximum   int           `yaml:"receive-maximum" doc:"QoS 1 and 2 publishes one client may have unacknowledged; MQTT 5 clients are told it, 3.1.1 clients are slowed at it; 1 to 65535 (default 1024)"`
 	MaxInflight      int           `yaml:"max-inflight" doc:"QoS 1 and 2 messages the broker keeps unacknowledged towards one client; 1 to 65535 (default 8192)"`
 	MaxSessionExpiry time.Duration `yaml:"max-session-expiry" doc:"longest a disconnected client's persistent session (its subscriptions and queued messages, and its client ID) is kept; MQTT 5 clients asking more are told this; whole seconds (default 2h)"`
 	MaxKeepalive     time.Duration `yaml:"max-keepalive" doc:"longest keepalive a client may use: MQTT 5 clients asking more, or none, are told to use this one, and a 3.1.1 connection silent for 1.5 times it is closed; whole seconds, 5s to 18h12m15s (default 10m)"`
+
+	// The MQTT TLS listener's own files; when all three are empty it uses
+	// the top-level ones (see TLSFiles).
+	TLSCertPath string `yaml:"tls-cert-path" doc:"PEM certificate (chain) of the MQTT TLS listener (default empty: tls-cert-path)"`
+	TLSKeyPath  string `yaml:"tls-key-path" doc:"PEM private key of the MQTT TLS listener (default empty: tls-key-path)"`
+	TLSCAPath   string `yaml:"tls-ca-path" doc:"PEM CA bundle: MQTT TLS clients must present a certificate it signed (default empty: tls-ca-path when no mqtt.tls-*-path is set, else no client certificates)"`
+	// PeerCertAsUsername makes a verified client certificate's identity
+	// the username of an MQTT TLS connection.
+	PeerCertAsUsername string `yaml:"peer-cert-as-username" doc:"cn or san: on the MQTT TLS listener, a client's verified certificate authenticates it and its Common Name (cn) or first DNS, email or URI subject alternative name (san) is its username for mqtt.auth-file ACL rules, which may then name usernames that are not users; no password is checked; needs a CA for the listener (default empty: off)"`
 
 	AllowAnonymous bool   `yaml:"allow-anonymous" doc:"let clients connect without a username; when false, only users of mqtt.auth-file may (default true)"`
 	AuthFile       string `yaml:"auth-file" doc:"YAML file of MQTT users (bcrypt password hashes) and ACL rules; empty allows every client that may connect to publish and subscribe anywhere (default empty)"`

@@ -46,13 +46,14 @@ func TestKeyNames(t *testing.T) {
 		"enable-tls":                   {"WEIR_ENABLE_TLS", "enable-tls"},
 		"cluster.load-bound":           {"WEIR_CLUSTER_LOAD_BOUND", "cluster-load-bound"},
 		"cluster.metadata-timeout":     {"WEIR_CLUSTER_METADATA_TIMEOUT", "cluster-metadata-timeout"},
+		"mqtt.tls-ca-path":             {"WEIR_MQTT_TLS_CA_PATH", "mqtt-tls-ca-path"},
 	} {
 		k := keyByPath[path]
 		require.NotNil(t, k, path)
 		assert.Equal(t, want[0], k.env)
 		assert.Equal(t, want[1], k.flag)
 	}
-	assert.Len(t, keys, 52)
+	assert.Len(t, keys, 56)
 }
 
 func TestCloneIsDeep(t *testing.T) {

@@ -134,9 +134,9 @@ func (r *Remote) problems(ch *checker, key string) {
 	if tlsSet && !tls && r.URL != "" {
 		ch.add(key+".url", "%q is not a TLS url (ssl://, tls://, mqtts://, wss://) but TLS settings are given", r.URL)
 	}
-	ch.file(key+".tls-ca-path", r.TLSCAPath, false)
-	ch.file(key+".tls-cert-path", r.TLSCertPath, false)
-	ch.file(key+".tls-key-path", r.TLSKeyPath, false)
+	ch.file(key+".tls-ca-path", r.TLSCAPath, "")
+	ch.file(key+".tls-cert-path", r.TLSCertPath, "")
+	ch.file(key+".tls-key-path", r.TLSKeyPath, "")
 	if (r.TLSCertPath == "") != (r.TLSKeyPath == "") {
 		ch.add(key+".tls-cert-path", "tls-cert-path and tls-key-path go together: set both or neither")
 	}

@@ -108,11 +108,7 @@ func (c *Config) problems() Problems {
 
 	c.Cluster.problems(&ch)
 
-	if c.EnableTLS || c.MQTT.TLSListen != "" {
-		ch.file("tls-key-path", c.TLSKeyPath, true)
-		ch.file("tls-cert-path", c.TLSCertPath, true)
-		ch.file("tls-ca-path", c.TLSCAPath, false)
-	}
+	c.tlsProblems(&ch)
 
 	if c.Stream.ReplicationFactor < 1 {
 		ch.add("stream.replication-factor", "must be at least 1")
@@ -195,8 +191,8 @@ func (m *MQTT) problems(ch *checker) {
 		ch.add("mqtt.max-session-expiry", "must be whole seconds, not %s", formatDuration(e))
 	}
 	if m.AuthFile != "" {
-		ch.file("mqtt.auth-file", m.AuthFile, false)
-	} else if !m.AllowAnonymous && (m.Listen != "" || m.TLSListen != "" || m.WSListen != "") {
+		ch.file("mqtt.auth-file", m.AuthFile, "")
+	} else if !m.AllowAnonymous && m.PeerCertAsUsername == "" && (m.Listen != "" || m.TLSListen != "" || m.WSListen != "") {
 		ch.add("mqtt.allow-anonymous", "is false but mqtt.auth-file names no users: no client could connect")
 	}
 	switch m.Unmatched {
@@ -263,11 +259,12 @@ func (ch *checker) hostPort(key, addr string, optional bool) bool {
 	return true
 }
 
-// file checks that path names an existing file, or is empty if optional.
-func (ch *checker) file(key, path string, required bool) {
+// file checks that path names an existing file. An empty path is an
+// error with the message required, unless that is empty too (optional).
+func (ch *checker) file(key, path string, required string) {
 	if path == "" {
-		if required {
-			ch.add(key, "must be set when enable-tls is true or mqtt.tls-listen is set")
+		if required != "" {
+			ch.add(key, "%s", required)
 		}
 		return
 	}

@@ -117,7 +117,27 @@ func TestValidate(t *testing.T) {
 		{name: "tls paths", mutate: func(c *Config) {
 			c.EnableTLS, c.TLSKeyPath, c.TLSCAPath = true, keyFile, filepath.Join(dir, "missing.pem")
 		}, wantKeys: []string{"tls-cert-path", "tls-ca-path"}, wantMsg: "no such file"},
-		{name: "tls paths unchecked when disabled", mutate: func(c *Config) { c.TLSCertPath = "/nonexistent" }},
+		{name: "tls paths nothing uses", mutate: func(c *Config) { c.TLSCertPath, c.TLSCAPath = "/nonexistent", keyFile },
+			wantKeys: []string{"tls-cert-path", "tls-ca-path"}, wantMsg: "is set but enable-tls is false and mqtt.tls-listen does not use it"},
+		{name: "mqtt inherits the tls paths", mutate: func(c *Config) {
+			c.MQTT.TLSListen, c.TLSCertPath, c.TLSCAPath = "127.0.0.1:8883", keyFile, filepath.Join(dir, "missing.pem")
+		}, wantKeys: []string{"tls-key-path", "tls-ca-path"}, wantMsg: "tls-key-path: must be set when mqtt.tls-listen is set and no mqtt.tls-*-path is"},
+		{name: "mqtt own tls paths", mutate: func(c *Config) {
+			c.EnableTLS, c.TLSCertPath, c.TLSKeyPath = true, keyFile, keyFile
+			c.MQTT.TLSListen, c.MQTT.TLSCAPath = "127.0.0.1:8883", keyFile
+		}, wantKeys: []string{"mqtt.tls-cert-path", "mqtt.tls-key-path"}, wantMsg: "mqtt.tls-cert-path: must be set when an mqtt.tls-*-path is set"},
+		{name: "mqtt tls paths without the listener", mutate: func(c *Config) { c.MQTT.TLSKeyPath = keyFile },
+			wantKeys: []string{"mqtt.tls-key-path"}, wantMsg: "is set but mqtt.tls-listen is empty"},
+		{name: "peer cert as username", mutate: func(c *Config) {
+			c.MQTT.TLSListen, c.MQTT.TLSCertPath, c.MQTT.TLSKeyPath, c.MQTT.TLSCAPath = "127.0.0.1:8883", keyFile, keyFile, keyFile
+			c.MQTT.PeerCertAsUsername, c.MQTT.AllowAnonymous = "san", false
+		}},
+		{name: "peer cert as username without a CA", mutate: func(c *Config) {
+			c.MQTT.TLSListen, c.MQTT.TLSCertPath, c.MQTT.TLSKeyPath, c.TLSCAPath = "127.0.0.1:8883", keyFile, keyFile, keyFile
+			c.MQTT.PeerCertAsUsername, c.EnableTLS, c.TLSCertPath, c.TLSKeyPath = "cn", true, keyFile, keyFile
+		}, wantKeys: []string{"mqtt.peer-cert-as-username"}, wantMsg: "needs mqtt.tls-listen with a CA"},
+		{name: "peer cert as username unknown", mutate: func(c *Config) { c.MQTT.PeerCertAsUsername = "dn" },
+			wantKeys: []string{"mqtt.peer-cert-as-username"}, wantMsg: `"dn" is not one of cn, san`},
 		{name: "tls path is a dir", mutate: func(c *Config) { c.EnableTLS, c.TLSKeyPath, c.TLSCertPath = true, dir, keyFile },
 			wantKeys: []string{"tls-key-path"}, wantMsg: "is a directory"},
 		{name: "backlog", mutate: func(c *Config) { c.Stream.BacklogDuration = 1500 * time.Millisecond },

@@ -1,5 +1,9 @@
-// Package tlsfile loads the PEM files TLS settings name, for the client and
-// the connectors alike.
+// Package tlsfile handles the PEM files of weir's TLS: it loads the ones
+// settings name, for the client and the connectors alike (CAPool); loads a
+// server's or node's certificate, key and CA into an Endpoint whose
+// configurations follow Reload; names the identity a certificate carries
+// (Identity); and makes a CA and the certificates it signs (CA, Issue),
+// for `weir certs` and the tests.
 package tlsfile
 
 import (
