@@ -38,25 +38,31 @@ func HashPassword(password string) (string, error) {
 }
 
 // loadAuthFile reads and checks the auth file at path. Every problem is
-// reported, each as "mqtt.auth-file: line N: ...".
-func loadAuthFile(path string) (*authFile, error) {
+// reported, each as "mqtt.auth-file: line N: ...". With certUsernames
+// (mqtt.peer-cert-as-username is on), an ACL rule may name a username
+// that is not one of users: the certificate identity of a client that
+// has no password.
+func loadAuthFile(path string, certUsernames bool) (*authFile, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt.auth-file: %w", err)
 	}
-	return parseAuthFile(data)
+	return parseAuthFileFor(data, certUsernames)
 }
 
 // authParser collects the problems of one auth file.
 type authParser struct {
-	probs []error
+	probs         []error
+	certUsernames bool // a rule's username need not be one of users
 }
 
 func (p *authParser) add(n *yaml.Node, format string, args ...any) {
 	p.probs = append(p.probs, fmt.Errorf("mqtt.auth-file: line %d: "+format, append([]any{n.Line}, args...)...))
 }
 
-func parseAuthFile(data []byte) (*authFile, error) {
+func parseAuthFile(data []byte) (*authFile, error) { return parseAuthFileFor(data, false) }
+
+func parseAuthFileFor(data []byte, certUsernames bool) (*authFile, error) {
 	af := &authFile{users: map[string][]byte{}}
 	var doc yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
@@ -65,7 +71,7 @@ func parseAuthFile(data []byte) (*authFile, error) {
 		}
 		return nil, fmt.Errorf("mqtt.auth-file: %w", err)
 	}
-	p := &authParser{}
+	p := &authParser{certUsernames: certUsernames}
 	root := doc.Content[0]
 	if isNull(root) {
 		return af, nil // "---" alone: as empty
@@ -236,7 +242,7 @@ func (p *authParser) acl(v *yaml.Node, af *authFile) {
 			switch key {
 			case "username":
 				s, good := p.str(v, where+".username")
-				if good && s != "*" && s != "" {
+				if good && s != "*" && s != "" && !p.certUsernames {
 					if _, known := af.users[s]; !known {
 						p.add(v, "%s.username %q is not one of users", where, s)
 						good = false

@@ -89,6 +89,18 @@ func TestAuthFileErrors(t *testing.T) {
 	}
 }
 
+// TestAuthFileCertUsernames: with mqtt.peer-cert-as-username, a rule may
+// name a certificate's identity, which is no user.
+func TestAuthFileCertUsernames(t *testing.T) {
+	file := []byte("acl:\n  - username: device-7\n    publish: [d/device-7/#]\n")
+	af, err := parseAuthFileFor(file, true)
+	require.NoError(t, err)
+	require.True(t, af.rules.allowed(identity{clientID: "c", username: "device-7"}, "d/device-7/t", true))
+	require.False(t, af.rules.allowed(identity{clientID: "c", username: "device-8"}, "d/device-7/t", true))
+	_, err = parseAuthFileFor(file, false)
+	require.ErrorContains(t, err, `acl[0].username "device-7" is not one of users`)
+}
+
 func TestAuthFileMissing(t *testing.T) {
 	cfg := conf.Default()
 	cfg.MQTT.AuthFile = filepath.Join(t.TempDir(), "nope.yaml")

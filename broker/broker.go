@@ -13,15 +13,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weir-log/weir/conf"
+	"github.com/weir-log/weir/internal/tlsfile"
 )
 
 // Options configure a Broker.
 type Options struct {
 	// Config is the node's configuration. The broker reads Config.MQTT
 	// (listeners, limits, authentication) and, for mqtt.tls-listen, the
-	// TLS paths TLSCertPath, TLSKeyPath and TLSCAPath. Unset limits take
+	// files Config.MQTTTLS names. Unset limits take
 	// their defaults (conf.Config.WithDefaults). Required.
 	Config *conf.Config
+	// TLS, when set, are the TLS listener's files, loaded; nil loads the
+	// files Config.MQTTTLS names.
+	TLS *tlsfile.Endpoint
 	// Logger receives the broker's logs and mochi's. nil discards them.
 	Logger *slog.Logger
 	// Metrics, when set, gets the broker's series (weir_mqtt_connections,
@@ -38,6 +42,9 @@ type Broker struct {
 	tcp    *listener // nil when mqtt.listen is empty; likewise tls, ws
 	tls    *listener
 	ws     *listener
+	// tlsFiles are the TLS listener's certificate, key and CA; nil
+	// without it.
+	tlsFiles *tlsfile.Endpoint
 
 	mu      sync.Mutex // guards the fields below
 	started bool
@@ -63,17 +70,21 @@ func New(opts Options) (*Broker, error) {
 	var af *authFile
 	if m.AuthFile != "" {
 		var err error
-		if af, err = loadAuthFile(m.AuthFile); err != nil {
+		if af, err = loadAuthFile(m.AuthFile, m.PeerCertAsUsername != ""); err != nil {
 			return nil, err
 		}
 	}
 
 	var tlsConfig *tls.Config
-	if m.TLSListen != "" {
+	tlsFiles := opts.TLS
+	if m.TLSListen != "" && tlsFiles == nil {
 		var err error
-		if tlsConfig, err = serverTLS(cfg); err != nil {
+		if tlsFiles, err = tlsfile.Load(cfg.MQTTTLS()); err != nil {
 			return nil, err
 		}
+	}
+	if m.TLSListen != "" {
+		tlsConfig = tlsFiles.ServerConfig()
 	}
 
 	maxPacketSize := uint32(min(m.MaxPacketSize, math.MaxUint32))
@@ -94,9 +105,11 @@ func New(opts Options) (*Broker, error) {
 			Logger:       log,
 			InlineClient: true,
 		}),
-		log: log,
+		log:      log,
+		tlsFiles: tlsFiles,
 	}
 	hook := newAuthHook(log, b.server)
+	hook.certAsUsername = m.PeerCertAsUsername
 	hook.allowAnonymous = m.AllowAnonymous
 	hook.auth = af
 	hook.maxKeepalive = uint16(min(m.MaxKeepalive/time.Second, math.MaxUint16))
@@ -191,6 +204,16 @@ func (b *Broker) Addr() string { return addr(b.tcp) }
 
 // TLSAddr is Addr for the TLS listener (mqtt.tls-listen).
 func (b *Broker) TLSAddr() string { return addr(b.tls) }
+
+// ReloadTLS reads the TLS listener's files again; connections made after
+// it use the new ones, and those already open are kept. On error the
+// listener keeps the files it had. Without a TLS listener it does nothing.
+func (b *Broker) ReloadTLS() error {
+	if b.tlsFiles == nil {
+		return nil
+	}
+	return b.tlsFiles.Reload()
+}
 
 // WSAddr is Addr for the WebSocket listener (mqtt.ws-listen).
 func (b *Broker) WSAddr() string { return addr(b.ws) }

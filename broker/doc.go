@@ -20,10 +20,16 @@
 // # Listeners
 //
 //   - mqtt.listen: MQTT over TCP. Empty turns it off.
-//   - mqtt.tls-listen: MQTT over TLS (1.2 or later) with tls-cert-path and
-//     tls-key-path. When tls-ca-path is set, clients must present a
-//     certificate it verifies; the certificate does not replace the
-//     username and password (or anonymous access) below.
+//   - mqtt.tls-listen: MQTT over TLS (1.2 or later) with mqtt.tls-cert-path
+//     and mqtt.tls-key-path, or, when no mqtt.tls-*-path is set, the
+//     top-level tls-cert-path, tls-key-path and tls-ca-path
+//     (conf.Config.MQTTTLS). With a CA, clients must present a certificate
+//     it verifies. That certificate does not replace the username and
+//     password (or anonymous access) below, unless
+//     mqtt.peer-cert-as-username is cn or san: then its Common Name or
+//     first subject alternative name is the client's username, for the
+//     ACL too, whatever username it sent, and no password is checked.
+//     ReloadTLS reads the files again for the connections that follow.
 //   - mqtt.ws-listen: MQTT over WebSocket (binary messages, subprotocol
 //     "mqtt", any URL path, any Origin), without TLS.
 //

@@ -1,12 +1,16 @@
 package broker
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"runtime"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/weir-log/weir/internal/tlsfile"
 )
 
 // maxPasswordLen is the longest password bcrypt reads: it ignores the
@@ -24,6 +28,7 @@ type authHook struct {
 	server         *mqtt.Server // the sessions a CONNECT would take over
 	allowAnonymous bool
 	auth           *authFile     // nil: no auth file, everyone may do everything
+	certAsUsername string        // "cn", "san": mqtt.peer-cert-as-username; "" off
 	maxKeepalive   uint16        // seconds; 0 no cap
 	maxPacketSize  uint32        // bytes; 0 no limit
 	bcryptSlots    chan struct{} // bounds the bcrypt compares running at once
@@ -66,6 +71,16 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		h.log.Info("mqtt connection refused", "reason", reason, "client", cl.ID, "username", user, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
 		return false
 	}
+	if cert := h.clientCert(cl); cert != nil {
+		// The certificate, verified in the TLS handshake, authenticates
+		// the client; its identity replaces the username it sent.
+		if user = tlsfile.Identity(cert, h.certAsUsername); user == "" {
+			return refuse("client certificate names no " + h.certAsUsername + " for mqtt.peer-cert-as-username")
+		}
+		cl.Properties.Username = []byte(user)
+		pk.Connect.Username = cl.Properties.Username
+		return h.sessionAllowed(cl, user) && h.willAllowed(cl, pk)
+	}
 	if user == "" || h.auth == nil {
 		// Without an auth file a username cannot be checked: the client
 		// is anonymous as far as access goes.
@@ -90,6 +105,23 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return refuse("wrong password")
 	}
 	return h.sessionAllowed(cl, user) && h.willAllowed(cl, pk)
+}
+
+// clientCert returns the verified client certificate of cl's TLS
+// connection when mqtt.peer-cert-as-username is on, else nil.
+func (h *authHook) clientCert(cl *mqtt.Client) *x509.Certificate {
+	if h.certAsUsername == "" {
+		return nil
+	}
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	chains := tc.ConnectionState().VerifiedChains
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return nil
+	}
+	return chains[0][0]
 }
 
 // compare is bcrypt.CompareHashAndPassword, at most GOMAXPROCS at once:

@@ -2,21 +2,16 @@ package broker
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
-
-	"github.com/weir-log/weir/conf"
 )
 
 const (
@@ -319,30 +314,4 @@ func (c *wsConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
-}
-
-// serverTLS builds the TLS listener's configuration from the node's TLS
-// paths. With tls-ca-path, clients must present a certificate it verifies.
-func serverTLS(c *conf.Config) (*tls.Config, error) {
-	if c.TLSCertPath == "" || c.TLSKeyPath == "" {
-		return nil, errors.New("mqtt.tls-listen: needs tls-cert-path and tls-key-path")
-	}
-	cert, err := tls.LoadX509KeyPair(c.TLSCertPath, c.TLSKeyPath)
-	if err != nil {
-		return nil, fmt.Errorf("tls-cert-path, tls-key-path: %w", err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if c.TLSCAPath != "" {
-		pem, err := os.ReadFile(c.TLSCAPath)
-		if err != nil {
-			return nil, fmt.Errorf("tls-ca-path: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls-ca-path: no PEM certificate in %s", c.TLSCAPath)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/weir-log/weir/broker"
 	"github.com/weir-log/weir/cluster"
 	"github.com/weir-log/weir/conf"
+	"github.com/weir-log/weir/internal/tlsfile"
 	"github.com/weir-log/weir/store"
 	"github.com/weir-log/weir/subscription"
 )
@@ -61,6 +62,8 @@ type Server struct {
 	shared *bridge.Shared
 	conns  *bridge.Connectors // nil when none are configured
 
+	tls     *tlsfile.Endpoint // the gRPC API's and the peers' files; nil without enable-tls
+	mqttTLS *tlsfile.Endpoint // the MQTT TLS listener's; nil without mqtt.tls-listen
 	grpcLis net.Listener
 	grpc    *grpc.Server
 	svc     *api.Service
@@ -76,9 +79,6 @@ func New(cfg *conf.Config, log *slog.Logger) (*Server, error) {
 	cfg = cfg.Clone()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.EnableTLS {
-		return nil, errors.New("enable-tls: TLS is not implemented in this weir version yet; set enable-tls: false")
 	}
 	if log == nil {
 		log = slog.Default()
@@ -98,6 +98,22 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}()
 	cfg := s.cfg
+	// The TLS files first, so a bad one fails start-up before anything
+	// has begun.
+	if cfg.EnableTLS {
+		if s.tls, err = tlsfile.Load(cfg.APITLS()); err != nil {
+			return err
+		}
+	}
+	switch {
+	case cfg.MQTT.TLSListen == "":
+	case s.tls != nil && cfg.MQTTTLS() == cfg.APITLS():
+		s.mqttTLS = s.tls // the same files: loaded, and reloaded, once
+	default:
+		if s.mqttTLS, err = tlsfile.Load(cfg.MQTTTLS()); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data-dir: %w", err)
 	}
@@ -138,8 +154,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.httpLis != nil {
 		self.HTTPAddr = s.httpLis.Addr().String()
 	}
+	var peerDial []grpc.DialOption
+	if s.tls != nil {
+		peerDial = []grpc.DialOption{grpc.WithTransportCredentials(s.tls.ClientCredentials())}
+	}
 	if s.node, err = cluster.New(cluster.Options{
 		Self:              self,
+		PeerDialOptions:   peerDial,
 		DataDir:           cfg.DataDir,
 		Etcd:              s.etcdCli,
 		Prefix:            cfg.Etcd.Prefix,
@@ -174,12 +195,25 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	// record takes at least 4 bytes of a batch: 4 × the largest batch
 	// bounds it.
 	maxBatch := int(cfg.Store.MaxBatchSize)
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(maxBatch+1<<20), grpc.MaxSendMsgSize(4*maxBatch+1<<20),
+	grpcOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxBatch + 1<<20), grpc.MaxSendMsgSize(4*maxBatch + 1<<20),
 		// Pings find connections that died without a FIN, so a consumer
 		// that reconnects is not refused its own name for long, and clients
 		// may ping every 10 s without being sent away.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(auditUnary(s.log)),
+	}
+	switch {
+	case s.tls != nil && s.tls.Mutual():
+		grpcOpts = append(grpcOpts, grpc.Creds(s.tls.ServerCredentials()),
+			grpc.ChainUnaryInterceptor(nodeOnlyUnary), grpc.ChainStreamInterceptor(nodeOnlyStream))
+	case s.tls != nil:
+		grpcOpts = append(grpcOpts, grpc.Creds(s.tls.ServerCredentials()))
+		if !cfg.Embedded() {
+			s.log.Warn("enable-tls without tls-ca-path: no client presents a certificate, so the node-to-node service cannot tell other nodes from clients; set tls-ca-path in a cluster")
+		}
+	}
+	s.grpc = grpc.NewServer(grpcOpts...)
 	svc := api.NewService(api.Options{
 		Node:          s.node,
 		Subscriptions: s.subs,
@@ -235,7 +269,7 @@ func (s *Server) startMQTT() (err error) {
 	if cfg.MQTT.Listen == "" && cfg.MQTT.TLSListen == "" && cfg.MQTT.WSListen == "" {
 		return nil
 	}
-	if s.broker, err = broker.New(broker.Options{Config: cfg, Logger: s.log, Metrics: s.reg}); err != nil {
+	if s.broker, err = broker.New(broker.Options{Config: cfg, TLS: s.mqttTLS, Logger: s.log, Metrics: s.reg}); err != nil {
 		return err
 	}
 	if s.ingest, err = bridge.NewIngest(bridge.IngestOptions{
@@ -335,6 +369,31 @@ func (s *Server) MQTTAddr() string {
 		return ""
 	}
 	return s.broker.Addr()
+}
+
+// MQTTTLSAddr is the address of the MQTT TLS listener, or "" when it is
+// off.
+func (s *Server) MQTTTLSAddr() string {
+	if s.broker == nil {
+		return ""
+	}
+	return s.broker.TLSAddr()
+}
+
+// ReloadTLS reads every TLS file again (the gRPC API's, which the node
+// also presents to other nodes, and the MQTT TLS listener's): handshakes
+// after it use the new certificates and CAs; open connections are kept.
+// A file that fails to load leaves its endpoint as it was, and is
+// reported.
+func (s *Server) ReloadTLS() error {
+	var errs []error
+	if s.tls != nil {
+		errs = append(errs, s.tls.Reload())
+	}
+	if s.mqttTLS != nil && s.mqttTLS != s.tls {
+		errs = append(errs, s.mqttTLS.Reload())
+	}
+	return errors.Join(errs...)
 }
 
 // Node is the node's cluster handle (for tests and tools in this module).

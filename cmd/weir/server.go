@@ -58,7 +58,20 @@ func runServer(cfg *conf.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			if err := srv.ReloadTLS(); err != nil {
+				log.Error("TLS files not reloaded; the old ones stay in use", "err", err)
+			} else {
+				log.Info("TLS files reloaded")
+			}
+		case <-ctx.Done():
+		}
+	}
 	log.Info("shutting down")
 	if err := srv.Close(); err != nil {
 		return fmt.Errorf("shutting down: %w", err)

@@ -1,6 +1,7 @@
 // Package nodetest starts real weir nodes for tests: a standalone node with
 // an embedded etcd, pebble in t.TempDir(), and gRPC on a free 127.0.0.1
-// port, plus a connected HStreamApi client.
+// port, plus a connected HStreamApi client (over TLS, with the node's own
+// certificate, when the node has enable-tls).
 //
 // Set WEIR_TEST_LOG=debug (or info, warn) to see the node's log on stderr.
 package nodetest
@@ -24,6 +25,7 @@ import (
 	"github.com/weir-log/weir/api/hstreampb"
 	"github.com/weir-log/weir/api/wire"
 	"github.com/weir-log/weir/conf"
+	"github.com/weir-log/weir/internal/tlsfile"
 	"github.com/weir-log/weir/server"
 )
 
@@ -71,7 +73,18 @@ func (n *Node) start(t testing.TB) {
 	if err := srv.Start(ctx); err != nil {
 		t.Fatalf("nodetest: starting the node: %v", err)
 	}
-	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if n.Cfg.EnableTLS {
+		// The node's own certificate as client certificate, as other
+		// nodes dial it.
+		e, err := tlsfile.Load(n.Cfg.APITLS())
+		if err != nil {
+			srv.Close()
+			t.Fatalf("nodetest: %v", err)
+		}
+		creds = e.ClientCredentials()
+	}
+	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		srv.Close()
