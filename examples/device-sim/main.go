@@ -7,11 +7,16 @@
 //
 //	go run ./examples/device-sim -devices 10 -rate 5 -duration 30s
 //
+// With an ssl:// (tls://, mqtts://, wss://) broker URL it connects over TLS;
+// -tls-ca, -tls-cert and -tls-key set the CA to verify the broker with and
+// a client certificate for mutual TLS.
+//
 // See README.md for the flags and how to read the data back.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +24,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -28,6 +34,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/weir-log/weir/internal/tlsfile"
 )
 
 // config is everything the flags set.
@@ -43,6 +51,34 @@ type config struct {
 	password     string        // MQTT password, optional
 	clientPrefix string        // device ids are clientPrefix + 001, 002, …
 	progress     time.Duration // how often to print a progress line; 0 = never
+	tlsCA        string        // PEM CA bundle to verify the broker with; "" = system roots
+	tlsCert      string        // PEM client certificate, for mutual TLS
+	tlsKey       string        // its PEM private key
+
+	// tls is the TLS configuration for a TLS broker URL, loaded from the
+	// files above by parseFlags; nil means TLS 1.2+ with the system roots
+	// and no client certificate.
+	tls *tls.Config
+}
+
+// brokerSchemes are the broker URL schemes paho.mqtt.golang v1.5.1 dials,
+// and whether each uses TLS.
+var brokerSchemes = map[string]bool{
+	"tcp": false, "mqtt": false, "ws": false, "unix": false,
+	"ssl": true, "tls": true, "mqtts": true, "mqtt+ssl": true, "tcps": true, "wss": true,
+}
+
+// brokerScheme returns the scheme of a broker URL as paho reads it (no
+// "://" means tcp://), lower case.
+func brokerScheme(broker string) (string, error) {
+	if !strings.Contains(broker, "://") {
+		return "tcp", nil
+	}
+	u, err := url.Parse(broker)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(u.Scheme), nil
 }
 
 // ackTimeout bounds the wait for one publish's acknowledgement (PUBACK, or
@@ -74,7 +110,7 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("device-sim", flag.ContinueOnError)
 	fs.SetOutput(errOut)
-	fs.StringVar(&cfg.broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp://, ssl://, ws://)")
+	fs.StringVar(&cfg.broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL: tcp://, ws:// or, over TLS, ssl:// (also tls://, mqtts://), wss://")
 	fs.IntVar(&cfg.devices, "devices", 10, "number of simulated devices, one MQTT connection each")
 	fs.Float64Var(&cfg.rate, "rate", 1, "messages per second per device")
 	fs.IntVar(&cfg.count, "count", 0, "messages per device, then stop (0 = no limit)")
@@ -85,13 +121,53 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 	fs.StringVar(&cfg.password, "password", "", "MQTT password")
 	fs.StringVar(&cfg.clientPrefix, "client-prefix", "dev-", "device ids, which are also the MQTT client IDs, are this prefix plus 001, 002, …")
 	fs.DurationVar(&cfg.progress, "progress", 5*time.Second, "print a progress line this often (0 = never)")
+	fs.StringVar(&cfg.tlsCA, "tls-ca", "", "PEM CA bundle to verify the broker's certificate with (default: the system's roots); needs a TLS -broker url")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "PEM client certificate, for a broker that requires one (mutual TLS); with -tls-key")
+	fs.StringVar(&cfg.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	return cfg, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return config{}, err
+	}
+	tc, err := cfg.loadTLS()
+	if err != nil {
+		return config{}, err
+	}
+	cfg.tls = tc
+	return cfg, nil
+}
+
+// loadTLS reads the TLS files the flags name into a client TLS
+// configuration (TLS 1.2 or later); errors name the flag and the file.
+func (cfg config) loadTLS() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.tlsCA != "" {
+		pool, err := tlsfile.CAPool(cfg.tlsCA)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-ca %q: %w", cfg.tlsCA, err)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.tlsCert != "" {
+		certPEM, err := os.ReadFile(cfg.tlsCert)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-cert %q: %w", cfg.tlsCert, err)
+		}
+		keyPEM, err := os.ReadFile(cfg.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-key %q: %w", cfg.tlsKey, err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-cert %q, -tls-key %q: %w", cfg.tlsCert, cfg.tlsKey, err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
 }
 
 // validate reports every flag set to a value it cannot take.
@@ -118,7 +194,37 @@ func (cfg config) validate() error {
 	if cfg.progress < 0 {
 		errs = append(errs, fmt.Errorf("-progress %s: want 0 (never) or more", cfg.progress))
 	}
+	scheme, err := brokerScheme(cfg.broker)
+	isTLS, known := brokerSchemes[scheme]
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("-broker %q: %w", cfg.broker, err))
+	case !known:
+		errs = append(errs, fmt.Errorf("-broker %q: unknown scheme %q; want tcp://, ws://, ssl:// (tls://, mqtts://) or wss://", cfg.broker, scheme))
+	case !isTLS:
+		for _, f := range []struct{ flag, value string }{{"-tls-ca", cfg.tlsCA}, {"-tls-cert", cfg.tlsCert}, {"-tls-key", cfg.tlsKey}} {
+			if f.value != "" {
+				errs = append(errs, fmt.Errorf("%s is set but -broker %q is not a TLS url (ssl://, tls://, mqtts://, wss://)", f.flag, cfg.broker))
+			}
+		}
+	}
+	if cfg.tlsCert != "" && cfg.tlsKey == "" {
+		errs = append(errs, errors.New("-tls-cert is set without -tls-key: give both or neither"))
+	}
+	if cfg.tlsKey != "" && cfg.tlsCert == "" {
+		errs = append(errs, errors.New("-tls-key is set without -tls-cert: give both or neither"))
+	}
 	return errors.Join(errs...)
+}
+
+// tlsConfig is the TLS configuration to dial a TLS broker URL with: the one
+// parseFlags loaded, else TLS 1.2+ with the system roots. paho uses it only
+// for TLS schemes.
+func (cfg config) tlsConfig() *tls.Config {
+	if cfg.tls != nil {
+		return cfg.tls
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12}
 }
 
 // deviceID is the id, and MQTT client ID, of device i (from 0).
@@ -283,6 +389,7 @@ func (d *device) connect(cfg config) error {
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 		SetConnectTimeout(10 * time.Second).SetWriteTimeout(30 * time.Second).
 		SetKeepAlive(30 * time.Second).
+		SetTLSConfig(cfg.tlsConfig()).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			select {
 			case d.lost <- err:
