@@ -355,37 +355,31 @@ func TestPeerCertAsUsernameCN(t *testing.T) {
 		v3Denied(t, c, lost, "sensors/other/t")
 	})
 
-	t.Run("5", func(t *testing.T) {
-		tcfg := &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{sensor}}
-		c, ack, err := v5TLS(t, b.TLSAddr(), tcfg, &paho.Connect{ClientID: "s5"}, nil)
-		require.NoError(t, err)
-		require.Zero(t, ack.ReasonCode)
-		pr, err := c.Publish(ctx(t), &paho.Publish{Topic: "sensors/sensor-1/t", QoS: 1, Payload: []byte("v5")})
-		require.NoError(t, err)
-		require.Zero(t, pr.ReasonCode)
-		require.Equal(t, "sensors/sensor-1/t=v5", receive(t, admin))
-		pr, err = c.Publish(ctx(t), &paho.Publish{Topic: "sensors/other/t", QoS: 1, Payload: []byte("no")})
-		require.Error(t, err)
-		require.EqualValues(t, 0x87, pr.ReasonCode)
-	})
+	// MQTT 5, as sensor-1, then with sensor-1's certificate claiming to be
+	// admin with a wrong password: either way it gets in as sensor-1, with
+	// sensor-1's rules.
+	for name, cp := range map[string]*paho.Connect{
+		"5":                                   {ClientID: "s5"},
+		"5 with a username, which is ignored": {ClientID: "s5-admin", Username: "admin", Password: []byte("wrong")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			tcfg := &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{sensor}}
+			c, ack, err := v5TLS(t, b.TLSAddr(), tcfg, cp, nil)
+			require.NoError(t, err)
+			require.Zero(t, ack.ReasonCode)
+			pr, err := c.Publish(ctx(t), &paho.Publish{Topic: "sensors/sensor-1/t", QoS: 1, Payload: []byte(cp.ClientID)})
+			require.NoError(t, err)
+			require.Zero(t, pr.ReasonCode)
+			require.Equal(t, "sensors/sensor-1/t="+cp.ClientID, receive(t, admin))
+			for _, topic := range []string{"sensors/other/t", "anything"} {
+				pr, err = c.Publish(ctx(t), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("no")})
+				require.Error(t, err, topic)
+				require.EqualValues(t, 0x87, pr.ReasonCode, topic)
+			}
+		})
+	}
 
-	t.Run("username sent is ignored", func(t *testing.T) {
-		// sensor-1's certificate, claiming to be admin with a wrong
-		// password: it gets in as sensor-1, with sensor-1's rules.
-		tcfg := &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{sensor}}
-		c, ack, err := v5TLS(t, b.TLSAddr(), tcfg, &paho.Connect{ClientID: "s5-admin", Username: "admin", Password: []byte("wrong")}, nil)
-		require.NoError(t, err)
-		require.Zero(t, ack.ReasonCode)
-		pr, err := c.Publish(ctx(t), &paho.Publish{Topic: "sensors/sensor-1/t", QoS: 1, Payload: []byte("as sensor")})
-		require.NoError(t, err)
-		require.Zero(t, pr.ReasonCode)
-		require.Equal(t, "sensors/sensor-1/t=as sensor", receive(t, admin))
-		for _, topic := range []string{"sensors/other/t", "anything"} {
-			pr, err = c.Publish(ctx(t), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("no")})
-			require.Error(t, err, topic)
-			require.EqualValues(t, 0x87, pr.ReasonCode, topic)
-		}
-
+	t.Run("3.1.1 with a username, which is ignored", func(t *testing.T) {
 		lost := make(chan error, 1)
 		c3, err := v3(t, url, "s3-admin", "admin", "pw", clientTLS(ca.Pool, sensor), lostHandler(lost))
 		require.NoError(t, err)
