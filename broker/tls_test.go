@@ -374,6 +374,7 @@ func TestPeerCertAsUsernameCN(t *testing.T) {
 			for _, topic := range []string{"sensors/other/t", "anything"} {
 				pr, err = c.Publish(ctx(t), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("no")})
 				require.Error(t, err, topic)
+				require.NotNil(t, pr, "%s: no PUBACK: %v", topic, err)
 				require.EqualValues(t, 0x87, pr.ReasonCode, topic)
 			}
 		})
@@ -433,6 +434,7 @@ func TestPeerCertAsUsernameSAN(t *testing.T) {
 	require.NoError(t, err)
 	pr, err := c5.Publish(ctx(t), &paho.Publish{Topic: "admin/only", QoS: 1, Payload: []byte("no")})
 	require.Error(t, err)
+	require.NotNil(t, pr, "no PUBACK: %v", err)
 	require.EqualValues(t, 0x87, pr.ReasonCode)
 
 	// No SAN (an IP address is none): refused, whatever the CN and the

@@ -138,7 +138,7 @@ type MQTT struct {
 	MaxKeepalive     time.Duration `yaml:"max-keepalive" doc:"longest keepalive a client may use: MQTT 5 clients asking more, or none, are told to use this one, and a 3.1.1 connection silent for 1.5 times it is closed; whole seconds, 5s to 18h12m15s (default 10m)"`
 
 	// The MQTT TLS listener's own files; when all three are empty it uses
-	// the top-level ones (see TLSFiles).
+	// the top-level ones (see Config.MQTTTLS).
 	TLSCertPath string `yaml:"tls-cert-path" doc:"PEM certificate (chain) of the MQTT TLS listener (default empty: tls-cert-path)"`
 	TLSKeyPath  string `yaml:"tls-key-path" doc:"PEM private key of the MQTT TLS listener (default empty: tls-key-path)"`
 	TLSCAPath   string `yaml:"tls-ca-path" doc:"PEM CA bundle: MQTT TLS clients must present a certificate it signed (default empty: tls-ca-path when no mqtt.tls-*-path is set, else no client certificates)"`

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -74,10 +75,12 @@ func auditUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 var peerServicePrefix = "/" + peerpb.Peer_ServiceDesc.ServiceName + "/"
 
 // nodeOnly refuses a node-to-node RPC from a caller that presented no
-// certificate valid for server authentication. Every node presents its
-// server certificate when it dials another, while a client certificate
-// is usually for client authentication only: without this check, any
-// client the CA admits could send raft messages.
+// certificate listing server authentication among its extended key usages.
+// Every node presents its server certificate when it dials another, while
+// a client certificate is for client authentication only: without this
+// check, any client the CA admits could send raft messages. A certificate
+// without the extension, which x509 would take for any use, is refused
+// too: tools make those by default, for clients as well.
 func nodeOnly(ctx context.Context, method string) error {
 	if !strings.HasPrefix(method, peerServicePrefix) {
 		return nil
@@ -86,10 +89,37 @@ func nodeOnly(ctx context.Context, method string) error {
 	if c == nil {
 		return status.Error(codes.PermissionDenied, "node-to-node RPC: the caller presented no verified certificate; nodes dial each other with their tls-cert-path")
 	}
-	if len(c.ExtKeyUsage) > 0 && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
+	if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
 		return status.Errorf(codes.PermissionDenied, "node-to-node RPC: %q presented a certificate not valid for server authentication, so not a node's", tlsfile.Identity(c, ""))
 	}
 	return nil
+}
+
+// openPeersWarning is logged, once, when another node calls a node that
+// has enable-tls but no tls-ca-path.
+const openPeersWarning = "node-to-node RPC over TLS without tls-ca-path: no caller presents a certificate, so this node cannot tell other nodes from clients, and anyone who reaches its gRPC port may call the node-to-node service; set tls-ca-path on every node"
+
+// openPeers logs openPeersWarning at the first node-to-node RPC, through
+// either interceptor: a standalone node gets none, so it is not warned.
+type openPeers struct {
+	log  *slog.Logger
+	once sync.Once
+}
+
+func (w *openPeers) note(method string) {
+	if strings.HasPrefix(method, peerServicePrefix) {
+		w.once.Do(func() { w.log.Warn(openPeersWarning) })
+	}
+}
+
+func (w *openPeers) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	w.note(info.FullMethod)
+	return handler(ctx, req)
+}
+
+func (w *openPeers) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	w.note(info.FullMethod)
+	return handler(srv, ss)
 }
 
 func nodeOnlyUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -60,7 +61,7 @@ func TestNodeOnly(t *testing.T) {
 		want   codes.Code
 	}{
 		{"node certificate", callerWith(certNamed("n1", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)), raft, codes.OK},
-		{"certificate without key usages", callerWith(certNamed("n1")), raft, codes.OK},
+		{"certificate without extended key usages", callerWith(certNamed("n1")), raft, codes.PermissionDenied},
 		{"any key usage", callerWith(certNamed("n1", x509.ExtKeyUsageAny)), raft, codes.OK},
 		{"client-only certificate", callerWith(certNamed("app", x509.ExtKeyUsageClientAuth)), raft, codes.PermissionDenied},
 		{"no certificate", callerWith(nil), raft, codes.PermissionDenied},
@@ -70,4 +71,15 @@ func TestNodeOnly(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, status.Code(nodeOnly(tc.ctx, tc.method)), tc.name)
 	}
+}
+
+func TestOpenPeersWarnsOnce(t *testing.T) {
+	var buf bytes.Buffer
+	w := &openPeers{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	ok := func(context.Context, any) (any, error) { return nil, nil }
+	_, _ = w.unary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: hstreampb.HStreamApi_Append_FullMethodName}, ok)
+	assert.Empty(t, buf.String(), "the API is no node-to-node RPC")
+	_, _ = w.unary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: peerpb.Peer_ShardState_FullMethodName}, ok)
+	_ = w.stream(nil, nil, &grpc.StreamServerInfo{FullMethod: peerpb.Peer_Raft_FullMethodName}, func(any, grpc.ServerStream) error { return nil })
+	assert.Equal(t, 1, strings.Count(buf.String(), "without tls-ca-path"), buf.String())
 }

@@ -208,10 +208,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(s.tls.ServerCredentials()),
 			grpc.ChainUnaryInterceptor(nodeOnlyUnary), grpc.ChainStreamInterceptor(nodeOnlyStream))
 	case s.tls != nil:
-		grpcOpts = append(grpcOpts, grpc.Creds(s.tls.ServerCredentials()))
-		if !cfg.Embedded() {
-			s.log.Warn("enable-tls without tls-ca-path: no client presents a certificate, so the node-to-node service cannot tell other nodes from clients; set tls-ca-path in a cluster")
-		}
+		w := &openPeers{log: s.log}
+		grpcOpts = append(grpcOpts, grpc.Creds(s.tls.ServerCredentials()),
+			grpc.ChainUnaryInterceptor(w.unary), grpc.ChainStreamInterceptor(w.stream))
 	}
 	s.grpc = grpc.NewServer(grpcOpts...)
 	svc := api.NewService(api.Options{

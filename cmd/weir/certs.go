@@ -248,13 +248,15 @@ func (f *certsFlags) printUsage(out io.Writer) {
 		s := f.files(f.server)
 		fmt.Fprintf(out, `
 # weir server configuration (the MQTT TLS listener inherits the tls-*-path keys;
-# with tls-ca-path set, clients must present a certificate the CA signed):
+# with tls-ca-path set, clients must present a certificate the CA signed, and
+# any of them may use the whole gRPC API: give devices a CA of their own, in
+# mqtt.tls-*-path, as docs/security.md shows):
 enable-tls: true
 tls-cert-path: %s
 tls-key-path: %s
 tls-ca-path: %s
 mqtt:
-  tls-listen: 0.0.0.0:8883
+  tls-listen: 127.0.0.1:8883   # or the address of one of --hosts
   # peer-cert-as-username: cn   # a client certificate's Common Name is its MQTT username
 `, abs(s.cert), abs(s.key), abs(ca.cert))
 	}

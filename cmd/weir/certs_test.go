@@ -131,7 +131,7 @@ func TestCertsIssuesCertificatesThatChainToTheCA(t *testing.T) {
 	require.Equal(t, filepath.Join(dir, "server.pem"), cfg.TLSCertPath)
 	require.Equal(t, filepath.Join(dir, "server-key.pem"), cfg.TLSKeyPath)
 	require.Equal(t, caPath, cfg.TLSCAPath)
-	require.Equal(t, "0.0.0.0:8883", cfg.MQTT.TLSListen)
+	require.Equal(t, "127.0.0.1:8883", cfg.MQTT.TLSListen)
 }
 
 func TestCertsReusesTheCAAndKeepsExistingFiles(t *testing.T) {

@@ -52,15 +52,17 @@ func runServer(cfg *conf.Config, log *slog.Logger) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Before Start, so that a SIGHUP while it starts does not kill the
+	// process (SIGHUP's default action); it is served once started.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = srv.Start(startCtx)
 	cancel()
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for ctx.Err() == nil {
 		select {
 		case <-hup:

@@ -17,6 +17,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -34,8 +35,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-
-	"github.com/weir-log/weir/internal/tlsfile"
 )
 
 // config is everything the flags set.
@@ -146,11 +145,14 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 func (cfg config) loadTLS() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.tlsCA != "" {
-		pool, err := tlsfile.CAPool(cfg.tlsCA)
+		pem, err := os.ReadFile(cfg.tlsCA)
 		if err != nil {
 			return nil, fmt.Errorf("-tls-ca %q: %w", cfg.tlsCA, err)
 		}
-		tc.RootCAs = pool
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-tls-ca %q: no PEM certificate in it", cfg.tlsCA)
+		}
 	}
 	if cfg.tlsCert != "" {
 		certPEM, err := os.ReadFile(cfg.tlsCert)

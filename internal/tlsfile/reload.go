@@ -104,6 +104,8 @@ func (e *Endpoint) ClientCredentials() credentials.TransportCredentials {
 	return &clientCreds{TransportCredentials: credentials.NewTLS(e.ClientConfig()), e: e}
 }
 
+// clientCreds embeds credentials for Info, ServerHandshake and
+// OverrideServerName (unused by gRPC, and deprecated).
 type clientCreds struct {
 	credentials.TransportCredentials
 	e *Endpoint

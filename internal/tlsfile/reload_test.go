@@ -1,8 +1,10 @@
 package tlsfile
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/url"
 	"path/filepath"
 	"testing"
@@ -74,14 +76,13 @@ func TestEndpointReload(t *testing.T) {
 
 	// A key that no longer matches: Reload fails naming both, and the
 	// endpoint goes on with what it had.
-	_, otherKey, err := WritePair(dir, "other", nil, nil)
-	require.NoError(t, err)
+	otherKey := endpointFiles(t, ca1, dir, "other").KeyPath
 	bad := srvFiles
 	bad.KeyPath = otherKey
 	broken := &Endpoint{files: bad}
 	broken.cur.Store(srv.cur.Load())
 	err = broken.Reload()
-	require.ErrorContains(t, err, `c "`+srvFiles.CertPath+`", k "`+otherKey+`"`)
+	require.ErrorContains(t, err, `c "`+srvFiles.CertPath+`", k "`+otherKey+`": tls: private key does not match public key`)
 	_, err = shake(t, broken.ServerConfig(), client())
 	require.NoError(t, err)
 
@@ -108,6 +109,60 @@ func TestServerConfigWithoutCA(t *testing.T) {
 	assert.Empty(t, s.PeerCertificates)
 	_, err = shake(t, srv.ServerConfig(), &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
 	require.ErrorContains(t, err, "unsupported versions")
+}
+
+// TestClientCredentialsFollowReload: gRPC client credentials present the
+// certificate, and trust the CA, of the latest Reload at each handshake.
+func TestClientCredentialsFollowReload(t *testing.T) {
+	dir := t.TempDir()
+	ca1, err := NewCA("one", time.Hour)
+	require.NoError(t, err)
+	ca2, err := NewCA("two", time.Hour)
+	require.NoError(t, err)
+	srv, err := Load(endpointFiles(t, ca1, dir, "server"))
+	require.NoError(t, err)
+	cli, err := Load(endpointFiles(t, ca1, dir, "client"))
+	require.NoError(t, err)
+	creds := cli.ClientCredentials().Clone()
+
+	// handshake runs creds' client side, for authority, against srv's
+	// server side and returns the issuer of the client certificate the
+	// server saw, and the client's error.
+	handshake := func(authority string) (string, error) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		seen := make(chan string, 1)
+		go func() {
+			s := tls.Server(a, srv.ServerConfig("h2"))
+			err := s.Handshake()
+			name := ""
+			if err == nil && len(s.ConnectionState().PeerCertificates) > 0 {
+				name = s.ConnectionState().PeerCertificates[0].Issuer.CommonName
+			}
+			a.Close()
+			seen <- name
+		}()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, _, err := creds.ClientHandshake(ctx, authority, b)
+		b.Close()
+		return <-seen, err
+	}
+	issuer, err := handshake("127.0.0.1:6570")
+	require.NoError(t, err)
+	assert.Equal(t, "one", issuer)
+	_, err = handshake("node9.example:6570")
+	require.ErrorContains(t, err, "wanted to match node9.example", "the server's name is checked against the authority")
+
+	// Both move to CA two; the client's credentials were made before.
+	endpointFiles(t, ca2, dir, "server")
+	endpointFiles(t, ca2, dir, "client")
+	require.NoError(t, srv.Reload())
+	require.NoError(t, cli.Reload())
+	issuer, err = handshake("127.0.0.1:6570")
+	require.NoError(t, err)
+	assert.Equal(t, "two", issuer)
 }
 
 func TestIdentity(t *testing.T) {
