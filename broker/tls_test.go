@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/log"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	v3packets "github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/stretchr/testify/require"
@@ -88,6 +89,20 @@ func clientTLS(roots *x509.CertPool, certs ...tls.Certificate) func(*pahov3.Clie
 	}
 }
 
+// noPinger is a paho.Pinger that never pings. paho.golang v0.23's default
+// one sends a PINGREQ as soon as the client connects, while a PUBLISH is
+// written in several Write calls without a lock: over TLS (no writev, as
+// TCP has) the two can interleave into a malformed packet, which the
+// broker answers by closing the connection. The tests' connections live
+// far shorter than the keepalive.
+type noPinger struct{}
+
+func (noPinger) Run(ctx context.Context, _ net.Conn, _ uint16) error { <-ctx.Done(); return nil }
+func (noPinger) PacketSent()                                         {}
+func (noPinger) PacketReceived()                                     {}
+func (noPinger) PingResp()                                           {}
+func (noPinger) SetDebug(log.Logger)                                 {}
+
 // v5TLS is v5 over TLS with cfg. A failed handshake is returned as the
 // error (with a nil client and CONNACK).
 func v5TLS(t *testing.T, addr string, cfg *tls.Config, cp *paho.Connect, recv chan<- *paho.Publish) (*paho.Client, *paho.Connack, error) {
@@ -97,7 +112,7 @@ func v5TLS(t *testing.T, addr string, cfg *tls.Config, cp *paho.Connect, recv ch
 	if err != nil {
 		return nil, nil, err
 	}
-	ccfg := paho.ClientConfig{Conn: conn}
+	ccfg := paho.ClientConfig{Conn: conn, PingHandler: noPinger{}}
 	if recv != nil {
 		ccfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) {
