@@ -82,7 +82,14 @@ func v5(t *testing.T, addr string, cp *paho.Connect, recv chan<- *paho.Publish) 
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, wait)
 	require.NoError(t, err)
-	cfg := paho.ClientConfig{Conn: conn}
+	return v5Over(t, conn, paho.ClientConfig{}, cp, recv)
+}
+
+// v5Over connects a paho.golang client, configured as cfg, over conn; conn
+// is closed if it fails. See v5.
+func v5Over(t *testing.T, conn net.Conn, cfg paho.ClientConfig, cp *paho.Connect, recv chan<- *paho.Publish) (*paho.Client, *paho.Connack, error) {
+	t.Helper()
+	cfg.Conn = conn
 	if recv != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) {
@@ -100,6 +107,8 @@ func v5(t *testing.T, addr string, cp *paho.Connect, recv chan<- *paho.Publish) 
 	ca, err := c.Connect(ctx, cp)
 	if err == nil {
 		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	} else {
+		_ = conn.Close()
 	}
 	return c, ca, err
 }

@@ -117,11 +117,7 @@ func (h *authHook) clientCert(cl *mqtt.Client) *x509.Certificate {
 	if !ok {
 		return nil
 	}
-	chains := tc.ConnectionState().VerifiedChains
-	if len(chains) == 0 || len(chains[0]) == 0 {
-		return nil
-	}
-	return chains[0][0]
+	return tlsfile.VerifiedLeaf(tc.ConnectionState())
 }
 
 // compare is bcrypt.CompareHashAndPassword, at most GOMAXPROCS at once:

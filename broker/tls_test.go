@@ -112,28 +112,7 @@ func v5TLS(t *testing.T, addr string, cfg *tls.Config, cp *paho.Connect, recv ch
 	if err != nil {
 		return nil, nil, err
 	}
-	ccfg := paho.ClientConfig{Conn: conn, PingHandler: noPinger{}}
-	if recv != nil {
-		ccfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) {
-				recv <- pr.Packet
-				return true, nil
-			},
-		}
-	}
-	c := paho.NewClient(ccfg)
-	cctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	cp.CleanStart = true
-	cp.UsernameFlag = cp.Username != ""
-	cp.PasswordFlag = len(cp.Password) > 0
-	ca, err := c.Connect(cctx, cp)
-	if err == nil {
-		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	} else {
-		_ = conn.Close()
-	}
-	return c, ca, err
+	return v5Over(t, conn, paho.ClientConfig{PingHandler: noPinger{}}, cp, recv)
 }
 
 // TestTLS connects over mqtt.tls-listen with tls-ca-path set to a

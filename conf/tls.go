@@ -47,21 +47,13 @@ func (c *Config) tlsProblems(ch *checker) {
 		}
 		ch.tlsFiles(c.APITLS(), why)
 	} else {
-		for _, f := range []struct{ key, path string }{{"tls-cert-path", c.TLSCertPath}, {"tls-key-path", c.TLSKeyPath}, {"tls-ca-path", c.TLSCAPath}} {
-			if f.path != "" {
-				ch.add(f.key, "%q is set but enable-tls is false and mqtt.tls-listen does not use it: set enable-tls: true, or remove it", f.path)
-			}
-		}
+		ch.unusedTLSFiles(c.APITLS(), "enable-tls is false and mqtt.tls-listen does not use it: set enable-tls: true, or remove it")
 	}
 	if m.ownTLS() {
 		if m.TLSListen != "" {
 			ch.tlsFiles(c.MQTTTLS(), "an mqtt.tls-*-path is set")
 		} else {
-			for _, f := range []struct{ key, path string }{{"mqtt.tls-cert-path", m.TLSCertPath}, {"mqtt.tls-key-path", m.TLSKeyPath}, {"mqtt.tls-ca-path", m.TLSCAPath}} {
-				if f.path != "" {
-					ch.add(f.key, "%q is set but mqtt.tls-listen is empty: set mqtt.tls-listen, or remove it", f.path)
-				}
-			}
+			ch.unusedTLSFiles(c.MQTTTLS(), "mqtt.tls-listen is empty: set mqtt.tls-listen, or remove it")
 		}
 	}
 	switch m.PeerCertAsUsername {
@@ -82,4 +74,14 @@ func (ch *checker) tlsFiles(f tlsfile.Files, why string) {
 	ch.file(f.CertKey, f.CertPath, required)
 	ch.file(f.KeyKey, f.KeyPath, required)
 	ch.file(f.CAKey, f.CAPath, "")
+}
+
+// unusedTLSFiles reports each of f's files that is set, though why says
+// nothing uses it.
+func (ch *checker) unusedTLSFiles(f tlsfile.Files, why string) {
+	for _, k := range [][2]string{{f.CertKey, f.CertPath}, {f.KeyKey, f.KeyPath}, {f.CAKey, f.CAPath}} {
+		if k[1] != "" {
+			ch.add(k[0], "%q is set but %s", k[1], why)
+		}
+	}
 }

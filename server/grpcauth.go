@@ -27,10 +27,10 @@ func clientCert(ctx context.Context) *x509.Certificate {
 		return nil
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+	if !ok {
 		return nil
 	}
-	return info.State.VerifiedChains[0][0]
+	return tlsfile.VerifiedLeaf(info.State)
 }
 
 // principal is who the caller is: its client certificate's Common Name,
@@ -74,6 +74,9 @@ func auditUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 // peerServicePrefix starts the full method name of every node-to-node RPC.
 var peerServicePrefix = "/" + peerpb.Peer_ServiceDesc.ServiceName + "/"
 
+// isNodeToNode reports whether method is one of the node-to-node RPCs.
+func isNodeToNode(method string) bool { return strings.HasPrefix(method, peerServicePrefix) }
+
 // nodeOnly refuses a node-to-node RPC from a caller that presented no
 // certificate listing server authentication among its extended key usages.
 // Every node presents its server certificate when it dials another, while
@@ -82,7 +85,7 @@ var peerServicePrefix = "/" + peerpb.Peer_ServiceDesc.ServiceName + "/"
 // without the extension, which x509 would take for any use, is refused
 // too: tools make those by default, for clients as well.
 func nodeOnly(ctx context.Context, method string) error {
-	if !strings.HasPrefix(method, peerServicePrefix) {
+	if !isNodeToNode(method) {
 		return nil
 	}
 	c := clientCert(ctx)
@@ -107,7 +110,7 @@ type openPeers struct {
 }
 
 func (w *openPeers) note(method string) {
-	if strings.HasPrefix(method, peerServicePrefix) {
+	if isNodeToNode(method) {
 		w.once.Do(func() { w.log.Warn(openPeersWarning) })
 	}
 }

@@ -120,10 +120,10 @@ func (f *certsFlags) run(out io.Writer) error {
 	for _, l := range leaves {
 		files := f.files(l.name)
 		for _, path := range []string{files.cert, files.key} {
-			if _, err := os.Lstat(path); err == nil && !f.force {
-				return fmt.Errorf("%s exists: remove it or give --force to overwrite it", path)
-			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if ok, err := exists(path); err != nil {
 				return err
+			} else if ok && !f.force {
+				return fmt.Errorf("%s exists: remove it or give --force to overwrite it", path)
 			}
 		}
 	}
@@ -210,25 +210,35 @@ func checkCertName(name string) error {
 // missing); made reports a new CA, to be written.
 func (f *certsFlags) loadOrMakeCA(validFor time.Duration) (ca *tlsfile.CA, made bool, err error) {
 	files := f.files(caName)
-	var exists [2]bool
-	for i, path := range []string{files.cert, files.key} {
-		_, err := os.Lstat(path)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, false, err
-		}
-		exists[i] = err == nil
+	certExists, err := exists(files.cert)
+	if err != nil {
+		return nil, false, err
+	}
+	keyExists, err := exists(files.key)
+	if err != nil {
+		return nil, false, err
 	}
 	switch {
-	case exists[0] && exists[1]:
+	case certExists && keyExists:
 		ca, err := tlsfile.LoadCA(files.cert, files.key)
 		return ca, false, err
-	case exists[0] && !f.force:
+	case certExists && !f.force:
 		return nil, false, fmt.Errorf("%s exists but %s does not: restore the key, or give --force to make a new CA (which invalidates the certificates the old one signed)", files.cert, files.key)
-	case exists[1] && !f.force:
+	case keyExists && !f.force:
 		return nil, false, fmt.Errorf("%s exists but %s does not: restore the certificate, or give --force to make a new CA", files.key, files.cert)
 	}
 	ca, err = tlsfile.NewCA(caCommonName+" "+time.Now().UTC().Format("2006-01-02 15:04:05"), validFor)
 	return ca, true, err
+}
+
+// exists reports whether path names something (a file, or a link to one
+// or to nothing), and any error but its absence.
+func exists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // printUsage prints the configuration and client flags that use the files.

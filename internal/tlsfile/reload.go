@@ -119,6 +119,15 @@ func (c *clientCreds) Clone() credentials.TransportCredentials {
 	return &clientCreds{TransportCredentials: c.TransportCredentials.Clone(), e: c.e}
 }
 
+// VerifiedLeaf returns the certificate the peer presented and the
+// handshake verified (the first of the first verified chain), or nil.
+func VerifiedLeaf(state tls.ConnectionState) *x509.Certificate {
+	if len(state.VerifiedChains) == 0 || len(state.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return state.VerifiedChains[0][0]
+}
+
 // Identity is who a verified certificate names: its Common Name for "cn";
 // for "san" its first DNS name, else email address, else URI; for ""
 // the Common Name, else the first of those. It is "" when the
