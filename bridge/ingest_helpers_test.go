@@ -74,6 +74,7 @@ func startRig(t *testing.T, mutate ...func(*rigConfig)) *rig {
 
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	srv.Options.Capabilities.ReceiveMaximum = uint16(rc.mqtt.ReceiveMaximum)
+	require.NoError(t, srv.AddHook(broker.NewTakeoverHook(srv), nil))
 	require.NoError(t, srv.AddHook(new(auth.AllowHook), nil))
 	router, err := bridge.NewRouter(rc.routes, rc.unmatched)
 	require.NoError(t, err)

@@ -62,6 +62,7 @@ func startGroupBrokerCaps(t *testing.T, n *nodetest.Node, routes []conf.Route, s
 		caps(c)
 	}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: nodetest.Logger(), Capabilities: c})
+	require.NoError(t, srv.AddHook(broker.NewTakeoverHook(srv), nil))
 	require.NoError(t, srv.AddHook(new(auth.AllowHook), nil))
 	sh, err := bridge.NewShared(bridge.SharedOptions{
 		Node:          n.Server.Node(),

@@ -108,6 +108,11 @@ func New(opts Options) (*Broker, error) {
 		log:      log,
 		tlsFiles: tlsFiles,
 	}
+	// First: every later hook's OnDisconnect, and mochi's own check after
+	// them, must see a takeover.
+	if err := b.server.AddHook(NewTakeoverHook(b.server), nil); err != nil {
+		return nil, fmt.Errorf("broker: add takeover hook: %w", err)
+	}
 	hook := newAuthHook(log, b.server)
 	hook.certAsUsername = m.PeerCertAsUsername
 	hook.allowAnonymous = m.AllowAnonymous

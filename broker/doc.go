@@ -161,6 +161,17 @@
 // so the broker checks the will topic when the client connects and refuses
 // a denied one with CONNACK 0x87 "not authorized" (0x05 on 3.1.1).
 //
+// # Session takeover
+//
+// A CONNECT with the client ID of a live connection takes it over. mochi
+// v2.7.9 closes the old connection before it marks it taken over, so the
+// old connection's goroutine could run OnDisconnect unmarked and then
+// delete the client ID from mochi's map after the new connection was
+// added: the new connection stayed open but got no deliveries. The first
+// hook, weir-takeover (TakeoverHook), holds the old connection's
+// OnDisconnect until mochi has marked it; servers built without New (the
+// bridge's tests) add it first too.
+//
 // # Metrics
 //
 // With Options.Metrics set, a hook added right after the auth hook (so it

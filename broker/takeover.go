@@ -1,0 +1,94 @@
+package broker
+
+import (
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// takeoverWait bounds how long a connection being taken over waits, in
+// OnDisconnect, for mochi to mark it taken over. mochi marks it a few
+// statements after closing it; the bound only matters if that never
+// happens.
+const takeoverWait = time.Second
+
+// TakeoverHook closes a race in mochi v2.7.9's session takeover. A CONNECT
+// with the client ID of a live connection closes the old connection
+// (inheritClientSession: DisconnectClient), then marks it taken over, then
+// adds the new client to the server's map. The old connection's goroutine,
+// woken by the close, runs OnDisconnect and then, if the connection is not
+// marked yet and its session expires, deletes its client ID from the map
+// and its subscriptions from the topic index: when that delete lands after
+// the new client was added, the live connection is gone from the map (no
+// deliveries to it, no later takeover of it) although its socket stays
+// open.
+//
+// The hook makes the old connection's OnDisconnect wait until mochi has
+// marked it taken over, so mochi's check, and every later hook's
+// (IsTakenOver), sees the takeover. It must be the server's first hook.
+type TakeoverHook struct {
+	mqtt.HookBase
+	server *mqtt.Server
+
+	mu        sync.Mutex
+	replacing map[string]*mqtt.Client // client ID -> the connection being taken over
+}
+
+// NewTakeoverHook returns the hook for server; add it before any other.
+func NewTakeoverHook(server *mqtt.Server) *TakeoverHook {
+	return &TakeoverHook{server: server, replacing: make(map[string]*mqtt.Client)}
+}
+
+// ID implements mqtt.Hook.
+func (h *TakeoverHook) ID() string { return "weir-takeover" }
+
+// Provides implements mqtt.Hook.
+func (h *TakeoverHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// OnSessionEstablish runs just before mochi takes over the connection that
+// holds cl's client ID, if any: it records that connection.
+func (h *TakeoverHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if old, ok := h.server.Clients.Get(cl.ID); ok && old != cl {
+		h.mu.Lock()
+		h.replacing[cl.ID] = old
+		h.mu.Unlock()
+	}
+}
+
+// OnSessionEstablished runs once the takeover is done (the old connection
+// is marked, cl is in the map).
+func (h *TakeoverHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.forget(cl.ID, nil)
+}
+
+// OnDisconnect holds a connection being taken over until mochi has marked
+// it so.
+func (h *TakeoverHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.mu.Lock()
+	replaced := h.replacing[cl.ID] == cl
+	h.mu.Unlock()
+	if !replaced {
+		return
+	}
+	for deadline := time.Now().Add(takeoverWait); !cl.IsTakenOver() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	h.forget(cl.ID, cl)
+}
+
+// forget drops the record for id; with old set, only if it is old's.
+func (h *TakeoverHook) forget(id string, old *mqtt.Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if old == nil || h.replacing[id] == old {
+		delete(h.replacing, id)
+	}
+}
