@@ -41,6 +41,13 @@ type Options struct {
 	MetadataTimeout time.Duration // how long a metadata operation waits for etcd; default 5s
 	// PeerDialOptions dial other nodes' peer service; default: plaintext.
 	PeerDialOptions []grpc.DialOption
+	// PeerAddresses are the addresses to dial other nodes' peer service at
+	// instead of the GRPCAddr they registered, by node id: nodes reach each
+	// other at internal addresses (or through proxies) while clients use
+	// the advertised ones. A node missing from it is dialed at its GRPCAddr;
+	// either way only live members are dialed. Over TLS the dialed host is
+	// the one the certificate is verified against. Default: none.
+	PeerAddresses map[uint64]string
 
 	Logger *slog.Logger // default: discard
 	// Metrics, when set, gets the append series per stream
@@ -138,7 +145,7 @@ func New(opts Options) (*Node, error) {
 		eng:  newEngine(opts.Self.ID, opts.Store, opts.Logger, opts.Tick, opts.MaxWait, opts.MaxRoundBytes, opts.MaxInflight),
 		stop: make(chan struct{}),
 	}
-	n.peers = newPeers(opts.Self.ID, n.addrOf, opts.PeerDialOptions)
+	n.peers = newPeers(opts.Self.ID, n.addrOf, opts.PeerAddresses, opts.PeerDialOptions)
 	n.eng.tr = newTransport(opts.Self.ID, n.peers, opts.Logger, n.eng.reportFailure)
 	n.eng.hosts = func(id uint64) (ShardMeta, bool) {
 		m, ok := n.cat.shard(id)

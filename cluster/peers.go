@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -12,12 +13,14 @@ import (
 
 // peers keeps one gRPC connection per other node, for the peer service
 // (raft messages, forwarded appends and reads). A connection is dialed on
-// first use to the address the node registered, and redialed if the node
-// comes back at another address.
+// first use to the address the node registered, or to its entry in
+// override when it has one, and redialed if the address to dial changes.
+// Only live members are dialed, override or not.
 type peers struct {
-	self   uint64
-	addrOf func(id uint64) (string, bool)
-	opts   []grpc.DialOption
+	self     uint64
+	addrOf   func(id uint64) (string, bool)
+	override map[uint64]string // read-only after newPeers
+	opts     []grpc.DialOption
 
 	mu    sync.Mutex
 	conns map[uint64]peerConn // guarded by mu
@@ -28,11 +31,11 @@ type peerConn struct {
 	cc   *grpc.ClientConn
 }
 
-func newPeers(self uint64, addrOf func(uint64) (string, bool), opts []grpc.DialOption) *peers {
+func newPeers(self uint64, addrOf func(uint64) (string, bool), override map[uint64]string, opts []grpc.DialOption) *peers {
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	return &peers{self: self, addrOf: addrOf, opts: opts, conns: make(map[uint64]peerConn)}
+	return &peers{self: self, addrOf: addrOf, override: maps.Clone(override), opts: opts, conns: make(map[uint64]peerConn)}
 }
 
 // client returns a peer service client for node id.
@@ -43,6 +46,9 @@ func (p *peers) client(id uint64) (peerpb.PeerClient, error) {
 	addr, ok := p.addrOf(id)
 	if !ok {
 		return nil, fmt.Errorf("%w: node %d is not a live member", ErrNodeUnavailable, id)
+	}
+	if o, ok := p.override[id]; ok {
+		addr = o
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

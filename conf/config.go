@@ -219,6 +219,31 @@ type Cluster struct {
 	// MetadataTimeout bounds metadata operations only: appends and reads of
 	// existing shards need no etcd and go on while it is unreachable.
 	MetadataTimeout time.Duration `yaml:"metadata-timeout" doc:"how long a metadata operation (creating a stream, a subscription, a reader, ...) waits for etcd before it fails with Unavailable (default 5s)"`
+	// PeerAddresses translates addresses, as Kafka's inter-broker listener
+	// or a Cassandra driver's address translator does: nodes reach each
+	// other at internal addresses while clients dial the advertised ones.
+	// Only this node's dialing changes; a listed node must still be a live
+	// member to be dialed. Over TLS, the certificate is verified against the
+	// dialed host. Use PeerAddressMap to read it.
+	PeerAddresses []string `yaml:"peer-addresses" doc:"addresses this node dials to reach other nodes' node-to-node service instead of their grpc.advertise, as id=host:port (comma-separated in env and flags); nodes not listed are dialed at their advertised address (default empty)"`
+}
+
+// PeerAddressMap returns PeerAddresses by node id, nil when there are
+// none. Entries Validate refuses for their form are left out; of an id
+// listed twice, the last wins.
+func (c Cluster) PeerAddressMap() map[uint64]string {
+	var m map[uint64]string
+	for _, e := range c.PeerAddresses {
+		id, addr, err := parsePeerAddress(e)
+		if err != nil {
+			continue
+		}
+		if m == nil {
+			m = make(map[uint64]string, len(c.PeerAddresses))
+		}
+		m[id] = addr
+	}
+	return m
 }
 
 // EmbeddedEtcd configures the etcd started in-process when Etcd.Endpoints
@@ -335,6 +360,7 @@ func (c *Config) Clone() *Config {
 	}
 	n := *c
 	n.Etcd.Endpoints = slices.Clone(c.Etcd.Endpoints)
+	n.Cluster.PeerAddresses = slices.Clone(c.Cluster.PeerAddresses)
 	n.MQTT.Routes = slices.Clone(c.MQTT.Routes)
 	n.Connectors.Ingest = slices.Clone(c.Connectors.Ingest)
 	for i := range n.Connectors.Ingest {
@@ -351,8 +377,9 @@ func (c *Config) Clone() *Config {
 // meaningful: MQTT.Listen and HTTP.Listen ("" disables), the other MQTT
 // listeners, MQTT.AllowAnonymous, MQTT.AuthFile, MQTT.Routes (empty is the
 // default route), MQTT.Ingest.Linger, Stream.BacklogDuration (0 keeps forever), Store.GroupCommit.MaxWait,
-// EnableTLS and the TLS paths, Etcd.Endpoints (empty means embedded) and
-// Etcd.Embedded.Dir (see EtcdDir) keep their zero value. GRPC.Advertise
+// EnableTLS and the TLS paths, Etcd.Endpoints (empty means embedded),
+// Etcd.Embedded.Dir (see EtcdDir) and Cluster.PeerAddresses (empty dials
+// every node at its advertised address) keep their zero value. GRPC.Advertise
 // defaults to GRPC.Listen when Listen's host is specified. c is not changed.
 func (c *Config) WithDefaults() *Config {
 	n, d := c.Clone(), Default()

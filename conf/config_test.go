@@ -46,6 +46,7 @@ func TestKeyNames(t *testing.T) {
 		"enable-tls":                   {"WEIR_ENABLE_TLS", "enable-tls"},
 		"cluster.load-bound":           {"WEIR_CLUSTER_LOAD_BOUND", "cluster-load-bound"},
 		"cluster.metadata-timeout":     {"WEIR_CLUSTER_METADATA_TIMEOUT", "cluster-metadata-timeout"},
+		"cluster.peer-addresses":       {"WEIR_CLUSTER_PEER_ADDRESSES", "cluster-peer-addresses"},
 		"mqtt.tls-ca-path":             {"WEIR_MQTT_TLS_CA_PATH", "mqtt-tls-ca-path"},
 	} {
 		k := keyByPath[path]
@@ -53,21 +54,24 @@ func TestKeyNames(t *testing.T) {
 		assert.Equal(t, want[0], k.env)
 		assert.Equal(t, want[1], k.flag)
 	}
-	assert.Len(t, keys, 56)
+	assert.Len(t, keys, 57)
 }
 
 func TestCloneIsDeep(t *testing.T) {
 	c := Default()
 	c.Etcd.Endpoints = []string{"10.0.0.1:2379", "10.0.0.2:2379"}
 	c.MQTT.Routes = []Route{{Filter: "a/#", Stream: "a"}}
+	c.Cluster.PeerAddresses = []string{"2=10.0.0.2:6570"}
 	n := c.Clone()
 	require.Equal(t, c, n)
 	n.Etcd.Endpoints[0] = "changed:1"
+	n.Cluster.PeerAddresses[0] = "2=changed:1"
 	n.GRPC.Listen = "changed:2"
 	n.Store.GroupCommit.MaxBytes = 1
 	n.MQTT.Routes[0].Stream = "changed"
 	assert.Equal(t, "a", c.MQTT.Routes[0].Stream)
 	assert.Equal(t, "10.0.0.1:2379", c.Etcd.Endpoints[0])
+	assert.Equal(t, "2=10.0.0.2:6570", c.Cluster.PeerAddresses[0])
 	assert.Equal(t, "127.0.0.1:6570", c.GRPC.Listen)
 	assert.Equal(t, 4*MiB, c.Store.GroupCommit.MaxBytes)
 	assert.Nil(t, (*Config)(nil).Clone())
@@ -87,8 +91,8 @@ func TestCloneIsDeep(t *testing.T) {
 	for _, k := range keys {
 		switch k.typ.Kind() {
 		case reflect.Slice:
-			assert.Contains(t, []string{"etcd.endpoints", "mqtt.routes", "connectors.ingest", "connectors.egress"}, k.path,
-				"Clone copies only Etcd.Endpoints, MQTT.Routes and the connectors deeply")
+			assert.Contains(t, []string{"etcd.endpoints", "cluster.peer-addresses", "mqtt.routes", "connectors.ingest", "connectors.egress"}, k.path,
+				"Clone copies only Etcd.Endpoints, Cluster.PeerAddresses, MQTT.Routes and the connectors deeply")
 		case reflect.Map, reflect.Pointer, reflect.Interface:
 			t.Errorf("%s: Clone does not copy %s fields deeply", k.path, k.typ.Kind())
 		}

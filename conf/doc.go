@@ -22,8 +22,8 @@
 // WithDefaults fills every field whose zero value has no meaning of its
 // own. Fields where zero means something (mqtt.listen, http.listen,
 // stream.backlog-duration, store.group-commit.max-wait, enable-tls,
-// etcd.endpoints, the TLS paths) keep it; start from Default() to get their
-// defaults. Either way the caller's value is never changed: Load builds its
+// etcd.endpoints, cluster.peer-addresses, the TLS paths) keep it; start
+// from Default() to get their defaults. Either way the caller's value is never changed: Load builds its
 // own, and WithDefaults and Validate work on a clone or only read.
 //
 // # Keys
@@ -37,8 +37,8 @@
 //	flag   --store-group-commit-max-bytes=4MiB      ("." to "-")
 //
 // Each field's doc tag is its documentation and its flag's usage text, and
-// ends with its default. Lists (etcd.endpoints) are YAML sequences, and
-// comma-separated in env and flags. Sizes (ByteSize) take bytes or
+// ends with its default. Lists (etcd.endpoints, cluster.peer-addresses)
+// are YAML sequences, and comma-separated in env and flags. Sizes (ByteSize) take bytes or
 // "512KiB", "1MiB", "8MB"; durations take Go syntax ("10s", "168h");
 // fractional numbers (cluster.weight, cluster.load-bound) take decimals
 // ("1.25").

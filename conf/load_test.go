@@ -131,6 +131,23 @@ etcd:
 				c.GRPC.Advertise = c.GRPC.Listen
 				c.Cluster = Cluster{Weight: 0.5, LoadBound: 1.5, DeadAfter: 10 * time.Minute, MetadataTimeout: 2 * time.Second}
 			}},
+		{name: "peer addresses from a file", file: "cluster:\n  peer-addresses: [2=10.0.0.2:6570, \"3=[fd00::3]:6570\"]\n",
+			expect: func(c *Config) {
+				c.GRPC.Advertise = c.GRPC.Listen
+				c.Cluster.PeerAddresses = []string{"2=10.0.0.2:6570", "3=[fd00::3]:6570"}
+			}},
+		{name: "peer addresses from env", file: "cluster:\n  peer-addresses: [2=a:1]\n",
+			env: []string{"WEIR_CLUSTER_PEER_ADDRESSES= 2=10.0.0.2:6570 , 3=10.0.0.3:6570"},
+			expect: func(c *Config) {
+				c.GRPC.Advertise = c.GRPC.Listen
+				c.Cluster.PeerAddresses = []string{"2=10.0.0.2:6570", "3=10.0.0.3:6570"}
+			}},
+		{name: "peer addresses from flags", env: []string{"WEIR_CLUSTER_PEER_ADDRESSES=2=a:1"},
+			args: []string{"--cluster-peer-addresses=2=10.0.0.2:6570,3=10.0.0.3:6570", "--cluster-peer-addresses", "4=10.0.0.4:6570"},
+			expect: func(c *Config) {
+				c.GRPC.Advertise = c.GRPC.Listen
+				c.Cluster.PeerAddresses = []string{"2=10.0.0.2:6570", "3=10.0.0.3:6570", "4=10.0.0.4:6570"}
+			}},
 		{name: "empty file and null sections", file: "# nothing\ngrpc:\nstore:\n", expect: func(c *Config) { c.GRPC.Advertise = c.GRPC.Listen }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -204,6 +221,12 @@ etcd:
 				`cluster.load-bound (`, `weir.yaml:3): must be more than 1 and at most 10, not 1`,
 				`cluster.dead-after (env WEIR_CLUSTER_DEAD_AFTER): invalid duration "5"`},
 			keys: []string{"cluster.weight", "cluster.dead-after", "cluster.load-bound"}},
+		{name: "bad peer addresses", file: "cluster:\n  peer-addresses: 2=a:1\n", env: []string{"WEIR_NODE_ID=2"},
+			args: []string{"--cluster-peer-addresses=2=a:1,3=b,3=c:1"},
+			want: []string{`cluster.peer-addresses (`, `weir.yaml:2): must be a list`,
+				`cluster.peer-addresses (flag --cluster-peer-addresses): item 0 ("2=a:1"): node 2 is this node (node-id)`,
+				`item 1 ("3=b"): "b" is not host:port (missing port in address)`},
+			keys: []string{"cluster.peer-addresses", "cluster.peer-addresses", "cluster.peer-addresses"}},
 		{name: "not a mapping", file: "- a\n- b\n", want: []string{"the top level must be a mapping"}, keys: []string{""}},
 		{name: "syntax error", file: "grpc:\n  listen: [\n", want: []string{"weir.yaml: yaml:"}, keys: []string{""}},
 		{name: "two documents", file: "node-id: 1\n---\nnode-id: 2\n", want: []string{"want one YAML document"}, keys: []string{""}},

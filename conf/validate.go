@@ -106,7 +106,7 @@ func (c *Config) problems() Problems {
 		ch.add("etcd.lease-ttl", "must be whole seconds (etcd leases are), not %s", formatDuration(ttl))
 	}
 
-	c.Cluster.problems(&ch)
+	c.Cluster.problems(&ch, c.NodeID)
 
 	c.tlsProblems(&ch)
 
@@ -225,7 +225,9 @@ func (m *MQTT) problems(ch *checker) {
 	}
 }
 
-func (cl *Cluster) problems(ch *checker) {
+// problems checks cl; self is node-id, which cluster.peer-addresses must
+// not list.
+func (cl *Cluster) problems(ch *checker, self uint64) {
 	// The comparisons are written so NaN fails them too ("nan" parses as
 	// a float); infinities are refused separately, as no share or bound
 	// can be infinite.
@@ -241,6 +243,43 @@ func (cl *Cluster) problems(ch *checker) {
 	if d := cl.MetadataTimeout; d <= 0 {
 		ch.add("cluster.metadata-timeout", "must be positive, not %s", formatDuration(d))
 	}
+	first := make(map[uint64]int, len(cl.PeerAddresses)) // id -> its first item
+	for i, e := range cl.PeerAddresses {
+		id, _, err := parsePeerAddress(e)
+		switch j, dup := first[id]; {
+		case err != nil:
+			ch.add("cluster.peer-addresses", "item %d (%q): %v", i, e, err)
+		case id == self:
+			ch.add("cluster.peer-addresses", "item %d (%q): node %d is this node (node-id)", i, e, id)
+		case dup:
+			ch.add("cluster.peer-addresses", "item %d (%q): node %d is also item %d", i, e, id, j)
+		default:
+			first[id] = i
+		}
+	}
+}
+
+// parsePeerAddress parses an item of cluster.peer-addresses, id=host:port,
+// where the address must be one a node can dial.
+func parsePeerAddress(item string) (id uint64, addr string, err error) {
+	idText, addr, ok := strings.Cut(item, "=")
+	if !ok {
+		return 0, "", errors.New("not id=host:port")
+	}
+	id, err = strconv.ParseUint(idText, 10, 64)
+	if err != nil || id < 1 || id > maxNodeID {
+		return 0, "", fmt.Errorf("id must be a number from 1 to %d, not %q", maxNodeID, idText)
+	}
+	host, port, err := splitHostPort(addr)
+	switch {
+	case err != nil:
+		return 0, "", fmt.Errorf("%q is not host:port (%v)", addr, err)
+	case unspecifiedHost(host):
+		return 0, "", fmt.Errorf("%q has no host to dial", addr)
+	case port == 0:
+		return 0, "", fmt.Errorf("%q has port 0, which cannot be dialed", addr)
+	}
+	return id, addr, nil
 }
 
 // hostPort checks that addr is host:port, or empty if optional, and

@@ -114,6 +114,13 @@ func TestValidate(t *testing.T) {
 		}, wantKeys: []string{"cluster.weight", "cluster.load-bound"}, wantMsg: "cluster.weight: must be a number more than 0, not +Inf"},
 		{name: "cluster load bound too high", mutate: func(c *Config) { c.Cluster.LoadBound = 10.5 },
 			wantKeys: []string{"cluster.load-bound"}, wantMsg: "at most 10, not 10.5"},
+		{name: "peer addresses", mutate: func(c *Config) {
+			c.NodeID, c.Cluster.PeerAddresses = 3, []string{"1=10.0.0.1:6570", "2=[fd00::2]:6570", "65535=node-65535.internal:7000"}
+		}},
+		{name: "bad peer addresses after the other cluster keys", mutate: func(c *Config) {
+			c.Cluster.DeadAfter, c.Cluster.PeerAddresses = 0, []string{"2=10.0.0.2:6570", "1=10.0.0.1:6570", "nope"}
+		}, wantKeys: []string{"cluster.dead-after", "cluster.peer-addresses", "cluster.peer-addresses"},
+			wantMsg: `cluster.peer-addresses: item 2 ("nope"): not id=host:port`},
 		{name: "tls paths", mutate: func(c *Config) {
 			c.EnableTLS, c.TLSKeyPath, c.TLSCAPath = true, keyFile, filepath.Join(dir, "missing.pem")
 		}, wantKeys: []string{"tls-cert-path", "tls-ca-path"}, wantMsg: "no such file"},
@@ -184,4 +191,52 @@ func TestValidate(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.wantMsg)
 		})
 	}
+}
+
+func TestPeerAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		items   []string
+		wantErr string // "" = valid
+	}{
+		{"host names and IPs", []string{"2=10.0.0.2:6570", "3=[fd00::3]:6570", "4=node4.internal:7000"}, ""},
+		{"no id", []string{"10.0.0.2:6570"}, `item 0 ("10.0.0.2:6570"): not id=host:port`},
+		{"no address", []string{"2"}, `item 0 ("2"): not id=host:port`},
+		{"empty item", []string{"2=h:1", ""}, `item 1 (""): not id=host:port`},
+		{"id not a number", []string{"two=h:1"}, `item 0 ("two=h:1"): id must be a number from 1 to 65535, not "two"`},
+		{"id 0", []string{"0=h:1"}, `id must be a number from 1 to 65535, not "0"`},
+		{"id negative", []string{"-2=h:1"}, `id must be a number from 1 to 65535, not "-2"`},
+		{"id too large", []string{"65536=h:1"}, `id must be a number from 1 to 65535, not "65536"`},
+		{"spaces around =", []string{"2 = h:1"}, `id must be a number from 1 to 65535, not "2 "`},
+		{"missing port", []string{"2=h"}, `item 0 ("2=h"): "h" is not host:port (missing port in address)`},
+		{"port not a number", []string{"2=h:grpc"}, `"h:grpc" is not host:port (port must be a number from 0 to 65535)`},
+		{"port too large", []string{"2=h:65536"}, `"h:65536" is not host:port (port must be a number`},
+		{"bad host", []string{"2=a b:1"}, `host "a b" is not a host name or IP`},
+		{"unspecified host", []string{"2=0.0.0.0:6570"}, `"0.0.0.0:6570" has no host to dial`},
+		{"empty host", []string{"2=:6570"}, `":6570" has no host to dial`},
+		{"port 0", []string{"2=h:0"}, `"h:0" has port 0, which cannot be dialed`},
+		{"same id twice", []string{"2=a:1", "3=b:1", "2=c:1"}, `item 2 ("2=c:1"): node 2 is also item 0`},
+		{"own id", []string{"1=h:1"}, `item 0 ("1=h:1"): node 1 is this node (node-id)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default() // node-id 1
+			c.Cluster.PeerAddresses = tc.items
+			err := c.Validate()
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, []string{"cluster.peer-addresses"}, keysOf(t, err))
+			assert.Contains(t, err.Error(), "cluster.peer-addresses: item ")
+			assert.Contains(t, err.Error(), tc.wantErr)
+		})
+	}
+}
+
+func TestPeerAddressMap(t *testing.T) {
+	assert.Nil(t, Default().Cluster.PeerAddressMap())
+	cl := Cluster{PeerAddresses: []string{"2=10.0.0.2:6570", "3=[fd00::3]:6570", "nope", "0=h:1", "4=h:0", "5=a:1", "5=b:1"}}
+	assert.Equal(t, map[uint64]string{2: "10.0.0.2:6570", 3: "[fd00::3]:6570", 5: "b:1"}, cl.PeerAddressMap(),
+		"entries Validate refuses for their form are left out; of an id listed twice, the last wins")
 }

@@ -173,6 +173,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		LoadBound:         cfg.Cluster.LoadBound,
 		DeadAfter:         cfg.Cluster.DeadAfter,
 		MetadataTimeout:   cfg.Cluster.MetadataTimeout,
+		PeerAddresses:     cfg.Cluster.PeerAddressMap(),
 		Logger:            s.log,
 		Metrics:           s.reg,
 	}); err != nil {
