@@ -7,7 +7,7 @@ ARGS    ?=
 PKGS    ?= ./...
 BENCH   ?= .
 
-.PHONY: build run test proto bench bench-peers lint clean
+.PHONY: build run test chaos proto bench bench-peers lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/weir
@@ -19,6 +19,14 @@ run: build
 
 test:
 	$(GO) test -race -timeout 25m $(PKGS)
+
+# The fault-injection run (test/chaos_test.go, docs/chaos.md): three nodes
+# and an etcd behind proxies, DURATION of randomized faults (default 20m)
+# from SEED (default: from the clock), report.txt, report.json and
+# acks.jsonl in REPORT (default ./chaos-report). make test runs a short one.
+chaos:
+	$(GO) test -race -timeout 0 -count=1 -run '^TestChaos$$' -v ./test -args \
+		-chaos.duration $(or $(DURATION),20m) -chaos.seed $(or $(SEED),0) -chaos.report $(abspath $(or $(REPORT),chaos-report))
 
 # Regenerates api/hstreampb and api/peerpb from api/proto/*.proto with the plugin
 # versions pinned in go.mod's tool block.

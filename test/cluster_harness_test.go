@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -212,6 +213,10 @@ type clusterOptions struct {
 	metadataTimeout    time.Duration // cluster.metadata-timeout; default 2s
 	checkpointInterval time.Duration // subscription.checkpoint-interval; default 100ms
 	logLevel           string        // default info
+	// wire, when set, runs once every node has its ports and before any
+	// config is written: it may set each node's advertise, etcdEndpoint
+	// and peerAddresses (to route links through proxies).
+	wire func(c *testCluster)
 }
 
 // clusterNode is a `weir server` process of a test cluster. Its ports,
@@ -223,9 +228,14 @@ type clusterNode struct {
 	id                           uint64
 	dir                          string
 	grpcAddr, mqttAddr, httpAddr string
-	conn                         *grpc.ClientConn
-	api                          hstreampb.HStreamApiClient
-	peer                         peerpb.PeerClient
+	// Set by clusterOptions.wire, else empty: grpc.advertise (default
+	// grpcAddr), the etcd endpoint (default the etcd's own address), and
+	// cluster.peer-addresses.
+	advertise, etcdEndpoint string
+	peerAddresses           []string
+	conn                    *grpc.ClientConn
+	api                     hstreampb.HStreamApiClient
+	peer                    peerpb.PeerClient
 }
 
 // testCluster is an etcd and the weir nodes registered in it.
@@ -273,7 +283,11 @@ func newCluster(t *testing.T, opts clusterOptions) *testCluster {
 	for i := range opts.nodes {
 		c.nodes = append(c.nodes, c.newNode(uint64(i+1)))
 	}
+	if opts.wire != nil {
+		opts.wire(c)
+	}
 	for _, n := range c.nodes {
+		c.writeConfig(n)
 		n.start()
 	}
 	for _, n := range c.nodes {
@@ -290,10 +304,28 @@ func (c *testCluster) newNode(id uint64) *clusterNode {
 	n := &clusterNode{id: id, dir: filepath.Join(c.root, fmt.Sprintf("node%d", id)),
 		grpcAddr: nodetest.FreeAddr(t), mqttAddr: nodetest.FreeAddr(t), httpAddr: nodetest.FreeAddr(t)}
 	require.NoError(t, os.MkdirAll(n.dir, 0o755))
+	cfgPath := filepath.Join(n.dir, "weir.yaml")
+	n.process = process{t: t, name: fmt.Sprintf("node %d", id), bin: c.opts.bin,
+		logPath: filepath.Join(n.dir, "weir.log"), args: []string{"server", "--config", cfgPath}}
+	conn, err := grpc.NewClient(n.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	n.conn, n.api, n.peer = conn, hstreampb.NewHStreamApiClient(conn), peerpb.NewPeerClient(conn)
+	return n
+}
+
+// writeConfig writes the node's weir.yaml.
+func (c *testCluster) writeConfig(n *clusterNode) {
+	advertise := cmp.Or(n.advertise, n.grpcAddr)
+	etcd := cmp.Or(n.etcdEndpoint, c.etcd.clientAddr)
+	peers := ""
+	if len(n.peerAddresses) > 0 {
+		peers = "\n  peer-addresses: [" + strings.Join(n.peerAddresses, ", ") + "]"
+	}
 	cfg := fmt.Sprintf(`node-id: %d
 data-dir: %s
 grpc:
   listen: %s
+  advertise: %s
 mqtt:
   listen: %s
 http:
@@ -304,23 +336,16 @@ etcd:
   lease-ttl: %s
 cluster:
   dead-after: %s
-  metadata-timeout: %s
+  metadata-timeout: %s%s
 subscription:
   checkpoint-interval: %s
 stream:
   replication-factor: 3
 log:
   level: %s
-`, id, filepath.Join(n.dir, "data"), n.grpcAddr, n.mqttAddr, n.httpAddr, c.etcd.clientAddr, c.prefix,
-		c.opts.leaseTTL, c.opts.deadAfter, c.opts.metadataTimeout, c.opts.checkpointInterval, c.opts.logLevel)
-	cfgPath := filepath.Join(n.dir, "weir.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
-	n.process = process{t: t, name: fmt.Sprintf("node %d", id), bin: c.opts.bin,
-		logPath: filepath.Join(n.dir, "weir.log"), args: []string{"server", "--config", cfgPath}}
-	conn, err := grpc.NewClient(n.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	n.conn, n.api, n.peer = conn, hstreampb.NewHStreamApiClient(conn), peerpb.NewPeerClient(conn)
-	return n
+`, n.id, filepath.Join(n.dir, "data"), n.grpcAddr, advertise, n.mqttAddr, n.httpAddr, etcd, c.prefix,
+		c.opts.leaseTTL, c.opts.deadAfter, c.opts.metadataTimeout, peers, c.opts.checkpointInterval, c.opts.logLevel)
+	require.NoError(c.t, os.WriteFile(filepath.Join(n.dir, "weir.yaml"), []byte(cfg), 0o644))
 }
 
 // cleanup kills what still runs and, when the test failed, prints the tail
