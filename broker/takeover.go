@@ -10,11 +10,12 @@ import (
 
 // takeoverWait bounds how long a connection being taken over waits, in
 // OnDisconnect, for mochi to mark it taken over. mochi marks it a few
-// statements after closing it; the bound only matters if that never
-// happens.
-const takeoverWait = time.Second
+// statements after closing it, once the hooks' OnUnsubscribed for its
+// subscriptions have run (the bridge's may ask etcd); past the bound the
+// hook logs and lets mochi go on.
+const takeoverWait = 5 * time.Second
 
-// TakeoverHook closes a race in mochi v2.7.9's session takeover. A CONNECT
+// TakeoverHook narrows a race in mochi v2.7.9's session takeover. A CONNECT
 // with the client ID of a live connection closes the old connection
 // (inheritClientSession: DisconnectClient), then marks it taken over, then
 // adds the new client to the server's map. The old connection's goroutine,
@@ -28,17 +29,21 @@ const takeoverWait = time.Second
 // The hook makes the old connection's OnDisconnect wait until mochi has
 // marked it taken over, so mochi's check, and every later hook's
 // (IsTakenOver), sees the takeover. It must be the server's first hook.
+// What it cannot cover: an old connection that ended on its own and ran
+// OnDisconnect just before the new CONNECT came can still delete the new
+// client from the map; mochi calls no hook between its check and the
+// delete.
 type TakeoverHook struct {
 	mqtt.HookBase
 	server *mqtt.Server
 
 	mu        sync.Mutex
-	replacing map[string]*mqtt.Client // client ID -> the connection being taken over
+	replacing map[*mqtt.Client]*mqtt.Client // connection being taken over -> the one taking it over
 }
 
 // NewTakeoverHook returns the hook for server; add it before any other.
 func NewTakeoverHook(server *mqtt.Server) *TakeoverHook {
-	return &TakeoverHook{server: server, replacing: make(map[string]*mqtt.Client)}
+	return &TakeoverHook{server: server, replacing: make(map[*mqtt.Client]*mqtt.Client)}
 }
 
 // ID implements mqtt.Hook.
@@ -58,37 +63,42 @@ func (h *TakeoverHook) Provides(b byte) bool {
 func (h *TakeoverHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if old, ok := h.server.Clients.Get(cl.ID); ok && old != cl {
 		h.mu.Lock()
-		h.replacing[cl.ID] = old
+		h.replacing[old] = cl
 		h.mu.Unlock()
 	}
 }
 
-// OnSessionEstablished runs once the takeover is done (the old connection
-// is marked, cl is in the map).
+// OnSessionEstablished runs once cl's takeover is done (the old connection
+// is marked, cl is in the map): the record of it goes.
 func (h *TakeoverHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
-	h.forget(cl.ID, nil)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for old, by := range h.replacing {
+		if by == cl {
+			delete(h.replacing, old)
+		}
+	}
 }
 
 // OnDisconnect holds a connection being taken over until mochi has marked
 // it so.
 func (h *TakeoverHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.mu.Lock()
-	replaced := h.replacing[cl.ID] == cl
+	_, replaced := h.replacing[cl]
+	delete(h.replacing, cl)
 	h.mu.Unlock()
 	if !replaced {
 		return
 	}
-	for deadline := time.Now().Add(takeoverWait); !cl.IsTakenOver() && time.Now().Before(deadline); {
+	deadline := time.Now().Add(takeoverWait)
+	for !cl.IsTakenOver() {
+		if time.Now().After(deadline) {
+			if h.Log != nil {
+				h.Log.Warn("mqtt session takeover: the old connection was not marked taken over in time; it may remove the new one from the broker's map",
+					"client", cl.ID, "waited", takeoverWait)
+			}
+			return
+		}
 		time.Sleep(time.Millisecond)
-	}
-	h.forget(cl.ID, cl)
-}
-
-// forget drops the record for id; with old set, only if it is old's.
-func (h *TakeoverHook) forget(id string, old *mqtt.Client) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if old == nil || h.replacing[id] == old {
-		delete(h.replacing, id)
 	}
 }

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -72,6 +74,7 @@ const (
 	chaosStream   = "chaos"
 	chaosShards   = 3
 	chaosSub      = "chaos-sub"
+	payloadPad    = 64 // bytes of padding after each value's "p=… s=…"
 	grpcProducers = 4
 	mqttProducers = 2
 	consumers     = 2
@@ -116,8 +119,8 @@ func TestChaos(t *testing.T) {
 	run.writeReport(&rep)
 	t.Logf("chaos report (seed %d):\n%s", seed, rep.Text())
 	if !rep.OK() {
-		t.Fatalf("chaos run with seed %d found problems:\n  %s\n(rerun: go test ./test -run TestChaos -v -args -chaos.seed %d -chaos.duration %s)",
-			seed, strings.Join(rep.Problems(), "\n  "), seed, *chaosDuration)
+		t.Fatalf("chaos run with seed %d found problems:\n  %s\n(rerun: go test ./test -run '^TestChaos$' -timeout 0 -v -args -chaos.seed %d -chaos.duration %s -chaos.faults %s)",
+			seed, strings.Join(rep.Problems(), "\n  "), seed, *chaosDuration, strings.Join(sched.kinds, ","))
 	}
 }
 
@@ -143,16 +146,14 @@ type chaosRun struct {
 	writes     []*chaos.Write
 	deliveries []chaos.Delivery
 	faults     []chaos.Fault
-	errs       map[string]int // producer and consumer errors by kind, for the log
+	errs       map[string]*errCount // producer and consumer errors by kind, for the log
 	ackLog     *bufio.Writer
 	ackFile    *os.File
-	paused     *clusterNode
-	etcdDown   bool
 }
 
 func newChaosRun(t *testing.T, seed uint64) *chaosRun {
 	r := &chaosRun{t: t, t0: time.Now(), rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), net: newChaosNet(),
-		grpcLinks: make(map[uint64]*link), mqttLinks: make(map[uint64]*link), errs: make(map[string]int)}
+		grpcLinks: make(map[uint64]*link), mqttLinks: make(map[uint64]*link), errs: make(map[string]*errCount)}
 	r.c = newCluster(t, clusterOptions{leaseTTL: 3 * time.Second, deadAfter: 10 * time.Minute, wire: r.wire})
 	return r
 }
@@ -217,45 +218,57 @@ func (r *chaosRun) start() {
 	require.NoError(t, err)
 	r.c.waitLeaders(chaosStream, time.Minute)
 
-	dir := r.c.root
-	if *chaosReport != "" {
-		dir = *chaosReport
-		require.NoError(t, os.MkdirAll(dir, 0o755))
-	}
-	r.ackFile, err = os.Create(filepath.Join(dir, "acks.jsonl"))
+	require.NoError(t, os.MkdirAll(r.dir(), 0o755))
+	r.ackFile, err = os.Create(filepath.Join(r.dir(), "acks.jsonl"))
 	require.NoError(t, err)
 	r.ackLog = bufio.NewWriter(r.ackFile)
 
+	var consCtx context.Context
+	consCtx, r.stopCons = context.WithCancel(context.Background())
 	r.stopNewCh, r.stopNew = context.WithCancel(context.Background())
 	r.hardCtx, r.hardStop = context.WithCancel(context.Background())
-	t.Cleanup(func() { r.stopNew(); r.hardStop() })
+	t.Cleanup(func() {
+		// A failed test stops its workload before the cluster goes.
+		r.stopNew()
+		r.hardStop()
+		r.stopCons()
+		r.producers.Wait()
+		r.consumers.Wait()
+		r.ackFile.Close()
+	})
 	for i := range grpcProducers {
 		r.producers.Go(func() { r.grpcProducer(fmt.Sprintf("g%d", i+1)) })
 	}
 	for i := range mqttProducers {
 		r.producers.Go(func() { r.mqttProducer(fmt.Sprintf("m%d", i+1), i) })
 	}
-	var consCtx context.Context
-	consCtx, r.stopCons = context.WithCancel(context.Background())
-	t.Cleanup(r.stopCons)
 	for i := range consumers {
 		r.consumers.Go(func() { r.consume(consCtx, fmt.Sprintf("c%d", i+1)) })
 	}
 }
 
-// count notes an error of the workload by its kind.
+// errCount counts the errors of one kind, keeping the first one's text.
+type errCount struct {
+	n     int
+	first string
+}
+
+// count notes an error of the workload by its kind (its gRPC code).
 func (r *chaosRun) count(who string, err error) {
-	kind := err.Error()
+	kind := "other"
 	if s, ok := status.FromError(err); ok {
 		kind = s.Code().String()
 	} else if errors.Is(err, context.DeadlineExceeded) {
 		kind = "deadline exceeded"
-	} else if len(kind) > 60 {
-		kind = kind[:60]
 	}
 	r.mu.Lock()
-	r.errs[who+": "+kind]++
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	e := r.errs[who+": "+kind]
+	if e == nil {
+		e = &errCount{first: err.Error()}
+		r.errs[who+": "+kind] = e
+	}
+	e.n++
 }
 
 // acked records an acknowledged write and logs it with its time.
@@ -289,7 +302,7 @@ func (r *chaosRun) grpcProducer(id string) {
 	}()
 	for seq := uint64(1); r.stopNewCh.Err() == nil; seq++ {
 		w := r.newWrite(id, "grpc", seq)
-		payload := chaos.Payload(id, seq, 64)
+		payload := chaos.Payload(id, seq, payloadPad)
 		for !w.Acked && r.hardCtx.Err() == nil {
 			if cl == nil {
 				ctx, cancel := context.WithTimeout(r.hardCtx, 10*time.Second)
@@ -333,7 +346,7 @@ func (r *chaosRun) mqttProducer(id string, first int) {
 	}()
 	for seq := uint64(1); r.stopNewCh.Err() == nil; seq++ {
 		w := r.newWrite(id, "mqtt", seq)
-		payload := chaos.Payload(id, seq, 64)
+		payload := chaos.Payload(id, seq, payloadPad)
 		for !w.Acked && r.hardCtx.Err() == nil {
 			if cl == nil || !cl.IsConnectionOpen() {
 				if cl != nil {
@@ -355,7 +368,7 @@ func (r *chaosRun) mqttProducer(id string, first int) {
 			}
 			w.Attempts++
 			tok := cl.Publish(chaosStream+"/"+id, 1, false, payload)
-			if tok.WaitTimeout(15*time.Second) && tok.Error() == nil {
+			if tok.WaitTimeout(5*time.Second) && tok.Error() == nil { // as the gRPC producers' attempts
 				r.acked(w)
 				break
 			}
@@ -421,7 +434,7 @@ func (r *chaosRun) nemesis(s chaosSchedule, until time.Time) {
 		kind := bag[0]
 		bag = bag[1:]
 		r.inject(kind, r.between(s.faultMin, s.faultMax))
-		r.c.requireRunning(r.c.live()...)
+		r.c.requireRunning(r.c.nodes...) // every fault restarts what it killed
 		sleepUntil(time.Now().Add(r.between(s.gapMin, s.gapMax)), until)
 	}
 }
@@ -445,14 +458,22 @@ func (r *chaosRun) leaderOrAny() *clusterNode {
 	return leaders[ids[r.rng.IntN(len(ids))]]
 }
 
-// follower returns a node that does not lead some shard.
+// follower returns a node that leads no shard, or, when every node leads
+// one, a node that does not lead a random shard.
 func (r *chaosRun) follower() *clusterNode {
+	leaders, _ := r.c.leaders(chaosStream)
+	var free, others []*clusterNode
 	leader := r.leaderOrAny()
-	var others []*clusterNode
 	for _, n := range r.c.nodes {
+		if !slices.Contains(slices.Collect(maps.Values(leaders)), n) {
+			free = append(free, n)
+		}
 		if n != leader {
 			others = append(others, n)
 		}
+	}
+	if len(free) > 0 {
+		return free[r.rng.IntN(len(free))]
 	}
 	return others[r.rng.IntN(len(others))]
 }
@@ -489,10 +510,8 @@ func (r *chaosRun) inject(kind string, d time.Duration) {
 		n := r.c.nodes[r.rng.IntN(len(r.c.nodes))]
 		f.Target, f.Start = nodeName(n), r.now()
 		require.NoError(t, n.cmd.Process.Signal(syscall.SIGSTOP))
-		r.setPaused(n)
 		time.Sleep(d)
 		require.NoError(t, n.cmd.Process.Signal(syscall.SIGCONT))
-		r.setPaused(nil)
 	case faultIsolateNode, faultIsolateLeader, faultSplit:
 		n := r.c.nodes[r.rng.IntN(len(r.c.nodes))]
 		if kind == faultIsolateLeader {
@@ -527,10 +546,8 @@ func (r *chaosRun) inject(kind string, d time.Duration) {
 	case faultEtcdRestart:
 		f.Target, f.Start = "etcd", r.now()
 		r.c.etcd.kill()
-		r.setEtcdDown(true)
 		time.Sleep(d)
 		r.c.etcd.start()
-		r.setEtcdDown(false)
 	case faultRollingRestart:
 		f.Target, f.Start = "all", r.now()
 		for _, n := range r.c.nodes {
@@ -548,26 +565,25 @@ func (r *chaosRun) inject(kind string, d time.Duration) {
 	r.mu.Unlock()
 }
 
-func (r *chaosRun) setPaused(n *clusterNode) { r.mu.Lock(); r.paused = n; r.mu.Unlock() }
-func (r *chaosRun) setEtcdDown(b bool)       { r.mu.Lock(); r.etcdDown = b; r.mu.Unlock() }
-
-// healAll undoes whatever a fault left behind (the nemesis heals each
-// fault itself; this also covers a test that stops half way) and waits
-// for a whole cluster.
+// healAll makes sure nothing of a fault is left (the nemesis heals each
+// fault itself) and that every process runs: one that is not has crashed.
 func (r *chaosRun) healAll() {
 	r.net.heal()
-	r.mu.Lock()
-	paused, etcdDown := r.paused, r.etcdDown
-	r.mu.Unlock()
-	if paused != nil && paused.cmd != nil {
-		paused.cmd.Process.Signal(syscall.SIGCONT)
-	}
-	if etcdDown {
-		r.c.etcd.start()
-	}
+	r.c.requireRunning(r.c.nodes...)
+	require.True(r.t, r.c.etcd.running(), "etcd exited: %v\n%s", r.c.etcd.exitErr, r.c.etcd.tail(40))
+}
+
+// requireCleanLogs fails the test when a node's log reports a data race, a
+// panic or a fatal error: a node killed by the nemesis loses its exit
+// status, so its log is the only witness.
+func (r *chaosRun) requireCleanLogs() {
 	for _, n := range r.c.nodes {
-		if !n.running() {
-			r.c.restart(n)
+		b, err := os.ReadFile(n.logPath)
+		require.NoError(r.t, err)
+		for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
+			if i := bytes.Index(b, []byte(bad)); i >= 0 {
+				r.t.Errorf("%s's log (%s) reports %q:\n%s", n.name, n.logPath, bad, b[i:min(len(b), i+4000)])
+			}
 		}
 	}
 }
@@ -596,7 +612,7 @@ func (r *chaosRun) finish(s chaosSchedule) chaos.History {
 	r.mu.Lock()
 	for _, w := range r.writes {
 		if w.Acked {
-			acked[string(chaos.Payload(w.Producer, w.Seq, 64))] = true
+			acked[string(chaos.Payload(w.Producer, w.Seq, payloadPad))] = true
 		}
 	}
 	r.mu.Unlock()
@@ -620,7 +636,7 @@ func (r *chaosRun) finish(s chaosSchedule) chaos.History {
 	r.stopCons()
 	r.consumers.Wait()
 
-	h := chaos.History{Start: end.Add(-time.Hour), End: end}
+	h := chaos.History{Start: end.Add(-time.Hour), End: end, Pad: payloadPad}
 	r.mu.Lock()
 	for _, w := range r.writes {
 		h.Writes = append(h.Writes, *w)
@@ -628,12 +644,14 @@ func (r *chaosRun) finish(s chaosSchedule) chaos.History {
 	h.Deliveries = slices.Clone(r.deliveries)
 	h.Faults = slices.Clone(r.faults)
 	var errs []string
-	for k, n := range r.errs {
-		errs = append(errs, fmt.Sprintf("%6d %s", n, k))
+	for k, e := range r.errs {
+		errs = append(errs, fmt.Sprintf("%-22s %6d, the first: %.200s", k, e.n, e.first))
 	}
 	require.NoError(t, r.ackLog.Flush())
 	require.NoError(t, r.ackFile.Close())
 	r.mu.Unlock()
+	r.writeDeliveries(h.Deliveries)
+	r.requireCleanLogs()
 	if len(h.Writes) > 0 {
 		h.Start = h.Writes[0].Start
 		for _, w := range h.Writes {
@@ -647,6 +665,29 @@ func (r *chaosRun) finish(s chaosSchedule) chaos.History {
 	h.Records = r.readBack()
 	h.Replicas = r.replicas()
 	return h
+}
+
+// writeDeliveries logs every delivery the consumers acked, with its time,
+// to deliveries.jsonl next to acks.jsonl.
+func (r *chaosRun) writeDeliveries(ds []chaos.Delivery) {
+	f, err := os.Create(filepath.Join(r.dir(), "deliveries.jsonl"))
+	require.NoError(r.t, err)
+	w := bufio.NewWriter(f)
+	for _, d := range ds {
+		line, _ := json.Marshal(map[string]any{"payload": string(d.Payload), "delivered": d.Time})
+		w.Write(append(line, '\n'))
+	}
+	require.NoError(r.t, w.Flush())
+	require.NoError(r.t, f.Close())
+}
+
+// dir is where the run's logs and report go: -chaos.report, or the
+// cluster's directory (kept when the test fails).
+func (r *chaosRun) dir() string {
+	if *chaosReport != "" {
+		return *chaosReport
+	}
+	return r.c.root
 }
 
 // readBack reads every shard of the stream from its start to its end, as
@@ -692,7 +733,11 @@ func (r *chaosRun) replicas() []chaos.Replica {
 					commits = append(commits, st.GetCommitted())
 				}
 			}
-			if (len(commits) == len(m.Replicas) && slices.Min(commits) == slices.Max(commits)) || time.Now().After(deadline) {
+			if len(commits) == len(m.Replicas) && slices.Min(commits) == slices.Max(commits) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("shard %d: the replicas %v did not reach one commit index within a minute of the heal: %v", id, m.Replicas, commits)
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -716,13 +761,9 @@ func (r *chaosRun) replicas() []chaos.Replica {
 	return out
 }
 
-// writeReport writes report.txt and report.json to -chaos.report, or to
-// the run's directory (kept when the test fails).
+// writeReport writes report.txt and report.json to the run's dir.
 func (r *chaosRun) writeReport(rep *chaos.Report) {
-	dir := r.c.root
-	if *chaosReport != "" {
-		dir = *chaosReport
-	}
+	dir := r.dir()
 	b, err := json.MarshalIndent(rep, "", "  ")
 	require.NoError(r.t, err)
 	require.NoError(r.t, os.WriteFile(filepath.Join(dir, "report.json"), b, 0o644))

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"cmp"
 	"slices"
 	"strconv"
@@ -107,18 +108,30 @@ func newChecker(h *History) *checker {
 	return c
 }
 
-// lookup returns the state of the write whose payload p is, if any.
-func (c *checker) lookup(p []byte) (int32, bool) {
+// lookup returns the state of the write whose payload p is, if any, or
+// why there is none: p names no write, or differs from the bytes written,
+// or key (when not nil) is not the write's.
+func (c *checker) lookup(p []byte, key *string) (int32, string) {
 	name, seq, ok := parsePayload(p)
 	if !ok {
-		return 0, false
+		return 0, "not a value"
 	}
 	interned, ok := c.names[string(name)]
 	if !ok {
-		return 0, false
+		return 0, "unknown producer"
 	}
 	id, ok := c.index[wkey{interned, seq}]
-	return id, ok
+	if !ok {
+		return 0, "never written"
+	}
+	w := &c.h.Writes[c.states[id].w]
+	if !bytes.Equal(p, Payload(w.Producer, w.Seq, c.h.Pad)) {
+		return 0, "corrupt"
+	}
+	if key != nil && *key != w.Key {
+		return 0, "key " + strconv.Quote(*key) + ", written with " + strconv.Quote(w.Key)
+	}
+	return id, ""
 }
 
 // streamKey names one stream of the order walk: a key within one shard.
@@ -162,12 +175,12 @@ func (c *checker) readRecords(r *Report) {
 			}
 		}
 
-		id, ok := c.lookup(rec.Payload)
-		if !ok {
+		id, why := c.lookup(rec.Payload, &rec.Key)
+		if why != "" {
 			r.Unexpected.Count++
 			if len(r.Unexpected.Examples) < MaxExamples {
 				r.Unexpected.Examples = append(r.Unexpected.Examples, UnexpectedRecord{
-					Shard: rec.Shard, Index: rec.Index, Key: rec.Key, Payload: escape(rec.Payload),
+					Shard: rec.Shard, Index: rec.Index, Key: rec.Key, Payload: escape(rec.Payload), Why: why,
 				})
 			}
 			continue
@@ -226,8 +239,8 @@ func (c *checker) readDeliveries(r *Report) {
 	d := &r.Delivery
 	for i := range c.h.Deliveries {
 		p := c.h.Deliveries[i].Payload
-		id, ok := c.lookup(p)
-		if !ok {
+		id, why := c.lookup(p, nil)
+		if why != "" {
 			d.Unexpected++
 			if len(d.UnexpectedExamples) < MaxExamples {
 				d.UnexpectedExamples = append(d.UnexpectedExamples, escape(p))

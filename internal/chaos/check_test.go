@@ -30,7 +30,7 @@ func unacked(producer string, seq uint64, key string, ms int) Write {
 
 // rec is the record at index of shard, holding producer's seq-th value.
 func rec(shard, index uint64, key, producer string, seq uint64) Record {
-	return Record{Shard: shard, Index: index, Key: key, Payload: Payload(producer, seq, 8)}
+	return Record{Shard: shard, Index: index, Key: key, Payload: Payload(producer, seq, 0)}
 }
 
 // readAll returns records for writes, in order, on shard 1 for key "a" and
@@ -245,21 +245,25 @@ func TestCheckUnexpected(t *testing.T) {
 		rec(1, 11, "a", "p1", 4),     // unacked but attempted: fine
 		rec(1, 12, "a", "p1", 5),     // p1 never attempted 5
 		rec(1, 13, "a", "nobody", 1), // no such producer
+		Record{Shard: 1, Index: 14, Key: "a", Payload: Payload("p1", 4, 2)}, // padding that was never written
+		rec(1, 15, "zz", "p1", 4), // p1 wrote with key "a"
 	)
 	r := Check(h)
-	assert.Equal(t, 3, r.Unexpected.Count)
+	assert.Equal(t, 5, r.Unexpected.Count)
 	assert.Equal(t, []UnexpectedRecord{
-		{Shard: 1, Index: 10, Key: "a", Payload: `garbage\x00`},
-		{Shard: 1, Index: 12, Key: "a", Payload: "p=p1 s=5 ........"},
-		{Shard: 1, Index: 13, Key: "a", Payload: "p=nobody s=1 ........"},
+		{Shard: 1, Index: 10, Key: "a", Payload: `garbage\x00`, Why: "not a value"},
+		{Shard: 1, Index: 12, Key: "a", Payload: "p=p1 s=5", Why: "never written"},
+		{Shard: 1, Index: 13, Key: "a", Payload: "p=nobody s=1", Why: "unknown producer"},
+		{Shard: 1, Index: 14, Key: "a", Payload: "p=p1 s=4 ..", Why: "corrupt"},
+		{Shard: 1, Index: 15, Key: "zz", Payload: "p=p1 s=4", Why: `key "zz", written with "a"`},
 	}, r.Unexpected.Examples)
 	assert.Equal(t, 1, r.Totals.UnackedFound)
-	assert.Equal(t, []string{"3 unexpected records"}, r.Problems())
+	assert.Equal(t, []string{"5 unexpected records"}, r.Problems())
 
-	long := Record{Shard: 1, Index: 14, Key: "a", Payload: bytes.Repeat([]byte("z"), 100)}
+	long := Record{Shard: 1, Index: 16, Key: "a", Payload: bytes.Repeat([]byte("z"), 100)}
 	h.Records = append(h.Records, long)
 	r = Check(h)
-	assert.Equal(t, strings.Repeat("z", 64)+"...", r.Unexpected.Examples[3].Payload)
+	assert.Equal(t, strings.Repeat("z", 64)+"...", r.Unexpected.Examples[5].Payload)
 }
 
 func TestCheckDuplicates(t *testing.T) {
@@ -516,10 +520,10 @@ func TestCheckDelivery(t *testing.T) {
 		{Producer: "p1", Seq: 3, AckTime: at(300)},
 		{Producer: "p2", Seq: 2, AckTime: at(250)},
 	}, d.Examples)
-	assert.Equal(t, 3, d.Redeliveries)
-	assert.Equal(t, 2, d.Unexpected)
-	assert.Equal(t, []string{"junk", "p=p7 s=1"}, d.UnexpectedExamples)
-	assert.Equal(t, []string{"2 acked writes never delivered", "2 unexpected deliveries"}, r.Problems())
+	assert.Equal(t, 2, d.Redeliveries)
+	assert.Equal(t, 3, d.Unexpected, "p1/1 with padding it was not written with is corrupt")
+	assert.Equal(t, []string{"p=p1 s=1 ...", "junk", "p=p7 s=1"}, d.UnexpectedExamples)
+	assert.Equal(t, []string{"2 acked writes never delivered", "3 unexpected deliveries"}, r.Problems())
 
 	// Redeliveries alone are fine.
 	h = clean()

@@ -49,8 +49,11 @@
 // Totals.UnackedFound, never a problem: the write landed though its ack
 // was lost.
 //
-// Unexpected: a record whose payload does not parse, or names a (producer,
-// seq) that was never attempted: corruption, or data from elsewhere.
+// Unexpected: a record whose payload does not parse, names a (producer,
+// seq) that was never attempted, is not byte for byte what was written
+// (History.Pad says how it was padded), or carries another key than its
+// write's: corruption, misrouting, or data from elsewhere. Deliveries are
+// checked the same way, but for the key.
 //
 // Duplicates: extra copies of one value in the final read (three copies
 // count two). A client that retried a write (Attempts > 1) may have had

@@ -22,12 +22,15 @@ func checkFaults(h *History, start, end time.Time) FaultReport {
 		}
 	}
 	slices.Sort(acks)
-	// And each producer's.
+	// And each producer's (a producer never acked stalls throughout).
 	byProducer := make(map[string][]int64)
 	for i := range h.Writes {
-		if w := &h.Writes[i]; w.Acked && !w.AckTime.IsZero() {
-			byProducer[w.Producer] = append(byProducer[w.Producer], w.AckTime.UnixNano())
+		w := &h.Writes[i]
+		a := byProducer[w.Producer]
+		if w.Acked && !w.AckTime.IsZero() {
+			a = append(a, w.AckTime.UnixNano())
 		}
+		byProducer[w.Producer] = a
 	}
 	for _, a := range byProducer {
 		slices.Sort(a)

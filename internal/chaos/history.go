@@ -67,6 +67,10 @@ type History struct {
 	Deliveries []Delivery
 	Replicas   []Replica
 	Faults     []Fault
+	// Pad is the padding every value was written with (Payload's pad): a
+	// record or delivery must be exactly Payload(producer, seq, Pad) and
+	// carry its write's key, or it is unexpected (corrupt, or misrouted).
+	Pad int
 	// Start and End bound the workload's run. When zero, Check uses the
 	// earliest and the latest of the writes' Start and AckTime.
 	Start, End time.Time

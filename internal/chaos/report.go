@@ -95,6 +95,9 @@ type UnexpectedRecord struct {
 	Index   uint64 `json:"index"`
 	Key     string `json:"key"`
 	Payload string `json:"payload"`
+	// Why: not a value, unknown producer, never written, corrupt (not the
+	// bytes written), or the wrong key.
+	Why string `json:"why"`
 }
 
 // DuplicateReport counts extra copies of a (producer, seq) in the final

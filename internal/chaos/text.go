@@ -85,9 +85,9 @@ func (r *Report) writeExamples(b *strings.Builder) {
 	}
 	examples("lost", rows)
 
-	rows = [][]string{{"shard", "index", "key", "payload"}}
+	rows = [][]string{{"shard", "index", "key", "why", "payload"}}
 	for _, e := range r.Unexpected.Examples {
-		rows = append(rows, []string{utoa(e.Shard), utoa(e.Index), e.Key, e.Payload})
+		rows = append(rows, []string{utoa(e.Shard), utoa(e.Index), e.Key, e.Why, e.Payload})
 	}
 	examples("unexpected records", rows)
 
