@@ -72,7 +72,11 @@
 // checkpoint interval (only when it moved) and when the node shuts down, never
 // per ack, so a crash redelivers at most what was acked in the last interval
 // and nothing acknowledged before the last checkpoint. GetSubscription reports
-// the persisted checkpoint. An owner resumes each shard at its checkpoint, or
+// the persisted checkpoint. A save refused because the node no longer holds
+// the ownership key (its lease expired while it was paused or cut off from
+// etcd) makes the owner claim the subscription again; if another node holds
+// it, the owner ends its consumers with cluster.ErrNotOwner, so they attach
+// there, and saves nothing more. An owner resumes each shard at its checkpoint, or
 // at the subscription's start as resolved at creation (EARLIEST: the first
 // stored entry; LATEST: after the last committed one). If retention trimmed
 // past that point, it continues at the first entry still stored, and logs and

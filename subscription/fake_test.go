@@ -114,6 +114,8 @@ type fakeSource struct {
 	logs        map[uint64]*fakeLog
 	checkpoints map[string]cluster.Checkpoint
 	saves       int
+	lost        map[string]string // subscription → "lapsed" (no holder) or "other" (another node holds it)
+	claims      int
 }
 
 func newFakeSource() *fakeSource {
@@ -122,6 +124,7 @@ func newFakeSource() *fakeSource {
 		shards:      make(map[string][]uint64),
 		logs:        make(map[uint64]*fakeLog),
 		checkpoints: make(map[string]cluster.Checkpoint),
+		lost:        make(map[string]string),
 	}
 }
 
@@ -180,8 +183,27 @@ func (f *fakeSource) Shard(id uint64) (Log, error) {
 	return l, nil
 }
 
-func (f *fakeSource) ClaimSubscription(context.Context, string) error   { return nil }
+// ClaimSubscription succeeds unless another node holds the subscription.
+func (f *fakeSource) ClaimSubscription(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.claims++
+	if f.lost[id] == "other" {
+		return fmt.Errorf("%w: %q", cluster.ErrNotOwner, id)
+	}
+	delete(f.lost, id)
+	return nil
+}
+
 func (f *fakeSource) ReleaseSubscription(context.Context, string) error { return nil }
+
+// loseClaim takes this node's claim of a subscription away: how is
+// "lapsed" (the node's lease expired) or "other" (another node claimed it).
+func (f *fakeSource) loseClaim(id, how string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lost[id] = how
+}
 
 func (f *fakeSource) Checkpoint(_ context.Context, id string) (cluster.Checkpoint, bool, error) {
 	f.mu.Lock()
@@ -193,6 +215,9 @@ func (f *fakeSource) Checkpoint(_ context.Context, id string) (cluster.Checkpoin
 func (f *fakeSource) SaveCheckpoint(_ context.Context, id string, cp cluster.Checkpoint) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.lost[id] != "" {
+		return fmt.Errorf("%w: this node no longer holds %q", cluster.ErrNotOwner, id)
+	}
 	f.checkpoints[id] = cluster.Checkpoint{Next: maps.Clone(cp.Next), SavedAt: cp.SavedAt}
 	f.saves++
 	return nil

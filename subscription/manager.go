@@ -144,7 +144,7 @@ func (m *Manager) owner(ctx context.Context, subID string, start bool) (*owner, 
 	}
 	var err error
 	o, ok := m.owners[subID]
-	if ok && o.retired.Load() { // its subscription was deleted elsewhere
+	if ok && o.retired.Load() { // its subscription was deleted, or claimed, elsewhere
 		o.stop(fmt.Errorf("%w: subscription %q was deleted", ErrDeleted, subID), false)
 		delete(m.owners, subID)
 		m.met.forget(subID)

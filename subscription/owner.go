@@ -67,6 +67,7 @@ type owner struct {
 	outstanding   int      // records delivered (or due again) and unacked
 	timeouts      []timeout
 	persisted     map[uint64]uint64 // the last checkpoint saved
+	lostClaim     bool              // another node claimed the subscription: save nothing more
 	lastReconcile time.Time
 	lastLag       time.Time
 	lagDropped    bool   // the lag series were deleted while retired
@@ -416,14 +417,43 @@ func (o *owner) checkpoint() map[uint64]uint64 {
 }
 
 // save persists the checkpoint if it moved since the last save.
+//
+// A save refused because this node no longer holds the subscription means
+// its claim lapsed (the node's lease expired while it was paused or cut
+// off from etcd, and the node registered again under a new lease) or
+// another node claimed it meanwhile. The owner claims it again; if another
+// node holds it, this owner retires: its consumers end with ErrNotOwner
+// and attach again where lookups now send them. An owner that kept
+// delivering without saving would leave the persisted checkpoint behind,
+// and the next owner would deliver all of that again.
 func (o *owner) save(now time.Time) {
 	cp := o.checkpoint()
-	if maps.Equal(cp, o.persisted) {
+	if maps.Equal(cp, o.persisted) || o.lostClaim {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
 	defer cancel()
-	if err := o.m.src.SaveCheckpoint(ctx, o.id, cluster.Checkpoint{Next: cp, SavedAt: now.UTC()}); err != nil {
+	ckpt := cluster.Checkpoint{Next: cp, SavedAt: now.UTC()}
+	err := o.m.src.SaveCheckpoint(ctx, o.id, ckpt)
+	if errors.Is(err, cluster.ErrNotOwner) {
+		switch cerr := o.m.src.ClaimSubscription(ctx, o.id); {
+		case cerr == nil:
+			o.log.Warn("the subscription's ownership had lapsed; claimed it again", "err", err)
+			err = o.m.src.SaveCheckpoint(ctx, o.id, ckpt)
+		case errors.Is(cerr, cluster.ErrNotOwner):
+			o.log.Warn("another node owns the subscription now; ending the consumers here", "err", cerr)
+			o.lostClaim = true
+			o.retired.Store(true)
+			for _, c := range o.consumers {
+				c.fail(fmt.Errorf("%w: subscription %q moved to another node; attach again", cluster.ErrNotOwner, o.id))
+			}
+			o.consumers = nil
+			return
+		default:
+			err = cerr
+		}
+	}
+	if err != nil {
 		o.log.Warn("saving the checkpoint", "err", err)
 		return
 	}

@@ -415,3 +415,54 @@ func oneShard(t *testing.T, window, ackTimeout int32) (*fakeLog, *Manager, *Cons
 	m := newTestManager(t, src)
 	return lg, m, attach(t, m, "g", "c")
 }
+
+// An owner whose claim lapsed (its node's lease expired during a pause or a
+// partition) claims the subscription again at its next save, and its
+// checkpoints go on: otherwise the next owner would redeliver everything
+// acknowledged since.
+func TestAnOwnerWhoseClaimLapsedClaimsItAgain(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
+	m, err := New(Options{Source: src, CheckpointInterval: 20 * time.Millisecond, Tick: 5 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	c := attach(t, m, "g", "c")
+	lg.append(t, 1)
+	c.Ack(next(t, c).GetRecordIds())
+	require.Eventually(t, func() bool { cp, _ := src.saved("g"); return cp.Next[1] == 2 }, 5*time.Second, 5*time.Millisecond)
+
+	src.loseClaim("g", "lapsed")
+	lg.append(t, 1)
+	c.Ack(next(t, c).GetRecordIds())
+	require.Eventually(t, func() bool { cp, _ := src.saved("g"); return cp.Next[1] == 3 }, 5*time.Second, 5*time.Millisecond,
+		"the checkpoint is saved again once the owner has claimed the subscription again")
+	lg.append(t, 1)
+	require.Len(t, next(t, c).GetRecordIds(), 1, "the consumer goes on")
+}
+
+// An owner that finds another node holding its subscription ends its
+// consumers with ErrNotOwner, so they attach where the subscription is
+// owned now, and a consumer attaching here is told the same.
+func TestAnOwnerThatLostTheSubscriptionEndsItsConsumers(t *testing.T) {
+	src := newFakeSource()
+	lg := src.addShard("s", 1)
+	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
+	m, err := New(Options{Source: src, CheckpointInterval: 20 * time.Millisecond, Tick: 5 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	c := attach(t, m, "g", "c")
+	lg.append(t, 1)
+
+	src.loseClaim("g", "other")
+	c.Ack(next(t, c).GetRecordIds()) // moves the checkpoint: the next save finds out
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = c.Next(ctx)
+	require.ErrorIs(t, err, cluster.ErrNotOwner)
+	cp, _ := src.saved("g")
+	assert.NotEqual(t, uint64(2), cp.Next[1], "no checkpoint saved over the other node's")
+
+	_, err = m.Attach(context.Background(), "g", ConsumerInfo{Name: "d"})
+	require.ErrorIs(t, err, cluster.ErrNotOwner)
+}
