@@ -421,13 +421,7 @@ func oneShard(t *testing.T, window, ackTimeout int32) (*fakeLog, *Manager, *Cons
 // checkpoints go on: otherwise the next owner would redeliver everything
 // acknowledged since.
 func TestAnOwnerWhoseClaimLapsedClaimsItAgain(t *testing.T) {
-	src := newFakeSource()
-	lg := src.addShard("s", 1)
-	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
-	m, err := New(Options{Source: src, CheckpointInterval: 20 * time.Millisecond, Tick: 5 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(m.Close)
-	c := attach(t, m, "g", "c")
+	src, lg, _, c := savingOwner(t)
 	lg.append(t, 1)
 	c.Ack(next(t, c).GetRecordIds())
 	require.Eventually(t, func() bool { cp, _ := src.saved("g"); return cp.Next[1] == 2 }, 5*time.Second, 5*time.Millisecond)
@@ -445,6 +439,26 @@ func TestAnOwnerWhoseClaimLapsedClaimsItAgain(t *testing.T) {
 // consumers with ErrNotOwner, so they attach where the subscription is
 // owned now, and a consumer attaching here is told the same.
 func TestAnOwnerThatLostTheSubscriptionEndsItsConsumers(t *testing.T) {
+	src, lg, m, c := savingOwner(t)
+	lg.append(t, 1)
+
+	src.loseClaim("g", "other")
+	c.Ack(next(t, c).GetRecordIds()) // moves the checkpoint: the next save finds out
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.Next(ctx)
+	require.ErrorIs(t, err, cluster.ErrNotOwner)
+	cp, _ := src.saved("g")
+	assert.NotEqual(t, uint64(2), cp.Next[1], "no checkpoint saved over the other node's")
+
+	_, err = m.Attach(context.Background(), "g", ConsumerInfo{Name: "d"})
+	require.ErrorIs(t, err, cluster.ErrNotOwner)
+}
+
+// savingOwner starts an owner of subscription g on a one-shard stream that
+// saves its checkpoint every 20 ms, with one consumer attached.
+func savingOwner(t *testing.T) (*fakeSource, *fakeLog, *Manager, *Consumer) {
+	t.Helper()
 	src := newFakeSource()
 	lg := src.addShard("s", 1)
 	src.addSub(sub("g", "s", 100, map[uint64]uint64{1: 1}))
@@ -452,17 +466,5 @@ func TestAnOwnerThatLostTheSubscriptionEndsItsConsumers(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(m.Close)
 	c := attach(t, m, "g", "c")
-	lg.append(t, 1)
-
-	src.loseClaim("g", "other")
-	c.Ack(next(t, c).GetRecordIds()) // moves the checkpoint: the next save finds out
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err = c.Next(ctx)
-	require.ErrorIs(t, err, cluster.ErrNotOwner)
-	cp, _ := src.saved("g")
-	assert.NotEqual(t, uint64(2), cp.Next[1], "no checkpoint saved over the other node's")
-
-	_, err = m.Attach(context.Background(), "g", ConsumerInfo{Name: "d"})
-	require.ErrorIs(t, err, cluster.ErrNotOwner)
+	return src, lg, m, c
 }
