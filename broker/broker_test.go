@@ -343,6 +343,11 @@ func TestKeepaliveCap311(t *testing.T) {
 		0x02, 0, 0, // flags: clean session; keepalive 0
 		0, 2, 'k', 'a', // client ID
 	}
+	// The broker sets its deadline once it has read the CONNECT, before
+	// its CONNACK: time from before the write, so that a CONNACK slow to
+	// come on a loaded machine cannot make the close look early. (mochi's
+	// 1.5 times is in whole seconds: 1 + 1/2 = 1 s for a keepalive of 1 s.)
+	start := time.Now()
 	_, err = conn.Write(connect)
 	require.NoError(t, err)
 	r := bufio.NewReader(conn)
@@ -350,7 +355,6 @@ func TestKeepaliveCap311(t *testing.T) {
 	_, err = r.Read(connack)
 	require.NoError(t, err)
 	require.Equal(t, []byte{0x20, 2, 0, 0}, connack)
-	start := time.Now()
 	_, err = r.ReadByte()
 	require.Error(t, err) // closed by the broker, not our deadline
 	var ne net.Error
