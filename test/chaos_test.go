@@ -725,27 +725,14 @@ func (r *chaosRun) replicas() []chaos.Replica {
 		m := metas[id]
 		// Wait (bounded) until every replica has the same commit index; the
 		// checker compares what they hold either way.
-		deadline := time.Now().Add(time.Minute)
-		for {
-			var commits []uint64
-			for _, rid := range m.Replicas {
-				if st, err := shardState(r.c.node(rid), id); err == nil {
-					commits = append(commits, st.GetCommitted())
-				}
-			}
-			if len(commits) == len(m.Replicas) && slices.Min(commits) == slices.Max(commits) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("shard %d: the replicas %v did not reach one commit index within a minute of the heal: %v", id, m.Replicas, commits)
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
+		states, why := r.c.awaitOneCommit(id, m.Replicas, m.Replicas[0], time.Minute)
+		if why != "" {
+			t.Errorf("shard %d: the replicas %v did not reach one commit index within a minute of the heal: %s", id, m.Replicas, why)
 		}
 		for _, rid := range m.Replicas {
 			n := r.c.node(rid)
-			st, err := shardState(n, id)
-			require.NoError(t, err, "shard %d on %s", id, n.name)
+			st := states[rid]
+			require.NotNil(t, st, "shard %d on %s: %s", id, n.name, why)
 			ents, err := entries(n, id, max(st.GetFirst(), 1), st.GetCommitted())
 			require.NoError(t, err)
 			rep := chaos.Replica{Shard: id, Node: rid}

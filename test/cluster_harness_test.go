@@ -688,6 +688,38 @@ func entries(n *clusterNode, shard, from, to uint64) ([]*peerpb.Entry, error) {
 	return out, nil
 }
 
+// awaitOneCommit polls ShardState on every replica of a shard until all of
+// them answer with ref's commit index, or within passes. It returns the
+// last states read and, when the replicas did not converge, why.
+func (c *testCluster) awaitOneCommit(shard uint64, replicas []uint64, ref uint64, within time.Duration) (map[uint64]*peerpb.ShardStateResponse, string) {
+	deadline := time.Now().Add(within)
+	for {
+		states := make(map[uint64]*peerpb.ShardStateResponse)
+		why := ""
+		for _, r := range replicas {
+			st, err := shardState(c.node(r), shard)
+			if err != nil {
+				why = fmt.Sprintf("node %d: %v", r, err)
+				break
+			}
+			states[r] = st
+		}
+		if why == "" {
+			want := states[ref].GetCommitted()
+			for r, st := range states {
+				if st.GetCommitted() != want {
+					why = fmt.Sprintf("node %d has committed %d, node %d has %d", r, st.GetCommitted(), ref, want)
+					break
+				}
+			}
+		}
+		if why == "" || time.Now().After(deadline) {
+			return states, why
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // requireReplicasMatch waits until the replicas of every shard of a stream
 // (as etcd lists them; all must run) have the same committed index, then
 // checks that each holds the leader's entries over the range all of them
@@ -701,35 +733,9 @@ func (c *testCluster) requireReplicasMatch(stream string, within time.Duration) 
 	for _, id := range sortedIDs(metas) {
 		m := metas[id]
 		leader := leaders[id]
-		deadline := time.Now().Add(within)
-		var states map[uint64]*peerpb.ShardStateResponse
-		for {
-			states = make(map[uint64]*peerpb.ShardStateResponse)
-			why := ""
-			for _, r := range m.Replicas {
-				st, err := shardState(c.node(r), id)
-				if err != nil {
-					why = fmt.Sprintf("node %d: %v", r, err)
-					break
-				}
-				states[r] = st
-			}
-			if why == "" {
-				want := states[leader.id].GetCommitted()
-				for r, st := range states {
-					if st.GetCommitted() != want {
-						why = fmt.Sprintf("node %d has committed %d, the leader %d has %d", r, st.GetCommitted(), leader.id, want)
-						break
-					}
-				}
-			}
-			if why == "" {
-				break
-			}
-			if time.Now().After(deadline) {
-				c.t.Fatalf("shard %d: the replicas %v did not converge within %s: %s", id, m.Replicas, within, why)
-			}
-			time.Sleep(100 * time.Millisecond)
+		states, why := c.awaitOneCommit(id, m.Replicas, leader.id, within)
+		if why != "" {
+			c.t.Fatalf("shard %d: the replicas %v did not converge within %s: %s", id, m.Replicas, within, why)
 		}
 		committed := states[leader.id].GetCommitted()
 		first := uint64(1)
