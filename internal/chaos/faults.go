@@ -13,25 +13,21 @@ import (
 // got an ack (the whole cluster stood still), and the longest in which
 // some producer got none (its key's shard, or its link, stood still).
 func checkFaults(h *History, start, end time.Time) FaultReport {
-	// The ack timeline, in Unix nanoseconds. Acked writes with a zero
+	// The ack timeline, in Unix nanoseconds, and each producer's (a
+	// producer never acked stalls throughout). Acked writes with a zero
 	// AckTime have no place on it.
 	var acks []int64
-	for i := range h.Writes {
-		if w := &h.Writes[i]; w.Acked && !w.AckTime.IsZero() {
-			acks = append(acks, w.AckTime.UnixNano())
-		}
-	}
-	slices.Sort(acks)
-	// And each producer's (a producer never acked stalls throughout).
 	byProducer := make(map[string][]int64)
 	for i := range h.Writes {
 		w := &h.Writes[i]
 		a := byProducer[w.Producer]
 		if w.Acked && !w.AckTime.IsZero() {
+			acks = append(acks, w.AckTime.UnixNano())
 			a = append(a, w.AckTime.UnixNano())
 		}
 		byProducer[w.Producer] = a
 	}
+	slices.Sort(acks)
 	for _, a := range byProducer {
 		slices.Sort(a)
 	}
