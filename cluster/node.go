@@ -413,10 +413,17 @@ func (n *Node) DeleteStream(ctx context.Context, name string, force bool) (delet
 		return nil, n.metaErr(err)
 	}
 	for _, s := range shards {
-		if _, ok := n.eng.shard(s.ID); !ok {
-			continue
+		// The catalog watch may be removing the same shard (replicas.go).
+		// Both run on the engine loop, so checking there, rather than
+		// before, means a removal already under way has finished when this
+		// returns: the shard is marked removed and its data is gone.
+		remove := func() error {
+			if _, ok := n.eng.shard(s.ID); !ok {
+				return nil
+			}
+			return n.eng.removeShard(s.ID)
 		}
-		if err := n.eng.do(func() error { return n.eng.removeShard(s.ID) }); err != nil {
+		if err := n.eng.do(remove); err != nil {
 			return subs, fmt.Errorf("cluster: deleting the data of shard %d: %w", s.ID, err)
 		}
 	}
