@@ -234,6 +234,33 @@ func TestDeleteStream(t *testing.T) {
 	assert.Empty(t, readAll(t, shardOf(t, node, 4)))
 }
 
+// TestDeleteStreamWaitsForTheCatalogWatch deletes streams while the
+// catalog watch is removing the same shards: DeleteStream must not return
+// before every shard is marked removed and its data gone, whichever of the
+// two began the removal. CI once saw a shard still open after the delete.
+func TestDeleteStreamWaitsForTheCatalogWatch(t *testing.T) {
+	n := nodetest.Start(t)
+	node := n.Server.Node()
+	ctx := t.Context()
+
+	for round := range 20 {
+		name := fmt.Sprintf("s%d", round)
+		_, metas := createStream(t, node, name, 4, 0)
+		var shards []*cluster.Shard
+		for _, m := range metas {
+			shards = append(shards, shardOf(t, node, m.ID))
+		}
+		_, err := node.DeleteStream(ctx, name, false)
+		require.NoError(t, err)
+		for _, sh := range shards {
+			require.True(t, sh.Removed(), "round %d: shard %d is not marked removed after the delete", round, sh.Meta().ID)
+		}
+		stored, err := n.Server.Store().Shards()
+		require.NoError(t, err)
+		require.Empty(t, stored, "round %d: shards with data after the delete", round)
+	}
+}
+
 func TestRestartKeepsData(t *testing.T) {
 	n := nodetest.Start(t)
 	node := n.Server.Node()
