@@ -61,8 +61,13 @@ func (n *Node) shardChanged(old, cur *ShardMeta) {
 		return
 	}
 	_, open := n.eng.shard(id)
+	// The cache holds this node's own writes before the watch sees them:
+	// a shard the watch reports but the cache no longer has was deleted
+	// here since (DeleteStream), and must not open again for the moment
+	// until the watch delivers that delete.
+	_, cached := n.cat.shard(id)
 	switch {
-	case cur != nil && n.hosts(*cur) && !open:
+	case cur != nil && n.hosts(*cur) && !open && cached:
 		m := *cur
 		if err := n.eng.do(func() error { _, err := n.eng.addShard(m); return err }); err != nil && !errors.Is(err, ErrClosed) {
 			n.log.Error("opening a shard placed on this node", "shard", id, "stream", m.Stream, "err", err)
