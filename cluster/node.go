@@ -393,7 +393,14 @@ func (n *Node) CreateStream(ctx context.Context, m StreamMeta) (StreamMeta, []Sh
 		if !n.hosts(s) {
 			continue // its replicas open it when the catalog watch tells them
 		}
-		if err := n.eng.do(func() error { _, err := n.eng.addShard(s); return err }); err != nil {
+		open := func() error {
+			if _, ok := n.cat.shard(s.ID); !ok {
+				return nil // deleted meanwhile by a DeleteStream
+			}
+			_, err := n.eng.addShard(s)
+			return err
+		}
+		if err := n.eng.do(open); err != nil {
 			return StreamMeta{}, nil, fmt.Errorf("cluster: starting shard %d of stream %q: %w", s.ID, m.Name, err)
 		}
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -259,6 +261,45 @@ func TestDeleteStreamWaitsForTheCatalogWatch(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, stored, "round %d: shards with data after the delete", round)
 	}
+}
+
+// TestDeleteStreamRacingItsCreation deletes each stream while it is being
+// created: the delete may land between CreateStream's write to etcd and
+// the opening of its shards, and no shard of the deleted stream may stay
+// open or keep data afterwards.
+func TestDeleteStreamRacingItsCreation(t *testing.T) {
+	n := nodetest.Start(t)
+	node := n.Server.Node()
+	ctx := t.Context()
+
+	var ids []uint64
+	for round := range 20 {
+		name := fmt.Sprintf("s%d", round)
+		deleted := make(chan error, 1)
+		go func() {
+			for {
+				_, err := node.DeleteStream(ctx, name, false)
+				if !errors.Is(err, cluster.ErrStreamNotFound) {
+					deleted <- err
+					return
+				}
+				runtime.Gosched()
+			}
+		}()
+		m, _, err := node.CreateStream(ctx, cluster.StreamMeta{Name: name, ShardCount: 4, ReplicationFactor: 1})
+		require.NoError(t, err)
+		require.NoError(t, <-deleted)
+		ids = append(ids, m.ShardIDs...)
+	}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		for _, id := range ids {
+			_, err := node.LocalShard(id)
+			assert.ErrorIs(c, err, cluster.ErrShardNotFound, "shard %d of a deleted stream is open", id)
+		}
+		stored, err := n.Server.Store().Shards()
+		assert.NoError(c, err)
+		assert.Empty(c, stored, "shards of deleted streams with data")
+	}, 5*time.Second, 50*time.Millisecond)
 }
 
 func TestRestartKeepsData(t *testing.T) {

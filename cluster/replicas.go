@@ -60,23 +60,33 @@ func (n *Node) shardChanged(old, cur *ShardMeta) {
 	default:
 		return
 	}
-	_, open := n.eng.shard(id)
-	// The cache holds this node's own writes before the watch sees them:
-	// a shard the watch reports but the cache no longer has was deleted
-	// here since (DeleteStream), and must not open again for the moment
-	// until the watch delivers that delete.
-	_, cached := n.cat.shard(id)
-	switch {
-	case cur != nil && n.hosts(*cur) && !open && cached:
-		m := *cur
-		if err := n.eng.do(func() error { _, err := n.eng.addShard(m); return err }); err != nil && !errors.Is(err, ErrClosed) {
-			n.log.Error("opening a shard placed on this node", "shard", id, "stream", m.Stream, "err", err)
+	// The cache, not the event, says what the shard is now: it takes this
+	// node's own writes before the watch delivers them, so a late create
+	// event of a shard deleted here since finds it gone. Most events need
+	// nothing here; the others are decided again on the engine loop, where
+	// CreateStream and DeleteStream open and remove groups too, so that
+	// none of them acts on what another has just changed.
+	act := func() (m ShardMeta, open, remove bool) {
+		_, isOpen := n.eng.shard(id)
+		m, cached := n.cat.shard(id)
+		return m, cur != nil && cached && n.hosts(m) && !isOpen, cur == nil && isOpen
+	}
+	if _, open, remove := act(); !open && !remove {
+		return
+	}
+	err := n.eng.do(func() error {
+		switch m, open, remove := act(); {
+		case open:
+			_, err := n.eng.addShard(m)
+			return err
+		case remove:
+			// The stream was deleted: the group goes with it.
+			return n.eng.removeShard(id)
 		}
-	case cur == nil && open:
-		// The stream was deleted: the group goes with it.
-		if err := n.eng.do(func() error { return n.eng.removeShard(id) }); err != nil && !errors.Is(err, ErrClosed) {
-			n.log.Error("deleting a shard of a deleted stream", "shard", id, "err", err)
-		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrClosed) {
+		n.log.Error("applying the catalog's placement of a shard to this node", "shard", id, "err", err)
 	}
 	// A replica moved off this node stays until its group has removed it
 	// from its configuration (dropMovedReplicas): until then it may still
@@ -103,11 +113,23 @@ func (n *Node) dropMovedReplicas() {
 		if s.member(self) && !n.removedBy(m) {
 			continue
 		}
-		if err := n.eng.do(func() error { return n.eng.removeShard(id) }); err != nil && !errors.Is(err, ErrClosed) {
+		// removedBy may have taken seconds: the catalog may have placed the
+		// replica here again, or the stream gone, meanwhile.
+		dropped := false
+		err := n.eng.do(func() error {
+			if m, ok := n.cat.shard(id); !ok || n.hosts(m) {
+				return nil
+			}
+			dropped = true
+			return n.eng.removeShard(id)
+		})
+		if err != nil && !errors.Is(err, ErrClosed) {
 			n.log.Error("deleting a replica moved off this node", "shard", id, "err", err)
 			continue
 		}
-		n.log.Info("deleted a replica moved off this node", "shard", id, "replicas", m.Replicas)
+		if dropped {
+			n.log.Info("deleted a replica moved off this node", "shard", id, "replicas", m.Replicas)
+		}
 	}
 }
 
