@@ -51,8 +51,13 @@
 // members, whose states are Starting, Running, Unavailable (lease gone) and
 // Dead (unavailable for longer than Options.DeadAfter). One watch of the
 // catalog (watch.go) keeps its cache in step with every node's writes and
-// calls shardChanged, which opens a replica placed here or closes and
-// deletes one moved away. On each group's leader, replicas.go re-places a
+// calls shardChanged, which opens a replica placed here and removes those
+// of a deleted stream; dropMovedReplicas deletes a replica moved away once
+// its group no longer counts it. Groups open and close only on the engine
+// loop, and whoever opens or removes one (the watch, CreateStream,
+// DeleteStream, dropMovedReplicas) decides there, against the cache,
+// whether it still must: a check made before reaching the loop may be stale
+// by then. On each group's leader, replicas.go re-places a
 // Dead node's replicas in the catalog, then walks raft's configuration to
 // the catalog's replica set one change at a time (learner, promotion once
 // caught up, then removal of the dead node), and hands leadership back to
