@@ -689,7 +689,7 @@ func entries(n *clusterNode, shard, from, to uint64) ([]*peerpb.Entry, error) {
 }
 
 // awaitOneCommit polls ShardState on every replica of a shard until all of
-// them answer with ref's commit index, or within passes. It returns the
+// them answer with ref's commit index, or until within has passed. It returns the
 // last states read and, when the replicas did not converge, why.
 func (c *testCluster) awaitOneCommit(shard uint64, replicas []uint64, ref uint64, within time.Duration) (map[uint64]*peerpb.ShardStateResponse, string) {
 	deadline := time.Now().Add(within)
